@@ -1,0 +1,61 @@
+"""Named waits with one table of timeouts.
+
+Every wait in restoredrill goes through `wait_until`, so a timeout always says what was awaited,
+for how long, and the last thing observed. The default timeouts live in `DEFAULT_TIMEOUTS`; the
+drill configuration can override any of them by name.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+from restoredrill.errors import WaitTimeout
+
+T = TypeVar("T")
+
+# Seconds. Sized for a 2-core machine; the drill config (`timeouts:`) overrides any entry.
+DEFAULT_TIMEOUTS: Mapping[str, float] = {
+    "cluster_up": 300,
+    "node_ready": 180,
+    "pod_ready": 300,
+    "namespace_deleted": 300,
+    "backup": 900,
+    "restore": 900,
+    "pod_volume_restores": 900,
+    "bsl_available": 120,
+    "flux_reconcile": 300,
+    "cnpg_cluster_ready": 600,
+    "command": 120,
+}
+
+
+def wait_until(
+    what: str,
+    probe: Callable[[], tuple[T | None, str]],
+    *,
+    timeout: float,
+    interval: float = 2.0,
+    remedy: str | None = None,
+    on_progress: Callable[[str], None] | None = None,
+) -> T:
+    """Call `probe` until it returns a value, or raise `WaitTimeout` naming `what`.
+
+    `probe` returns `(result, observation)`: a non-None result ends the wait, and the observation
+    (a short description of the current state) is reported on progress and on timeout.
+    """
+    deadline = time.monotonic() + timeout
+    last_seen = "nothing observed yet"
+    last_reported = ""
+    while True:
+        result, last_seen = probe()
+        if result is not None:
+            return result
+        if on_progress is not None and last_seen != last_reported:
+            on_progress(f"waiting for {what}: {last_seen}")
+            last_reported = last_seen
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise WaitTimeout(what, seconds=timeout, last_seen=last_seen, remedy=remedy)
+        time.sleep(min(interval, remaining))
