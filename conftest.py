@@ -1,0 +1,8 @@
+"""restoredrill's pytest plugins; the logic lives in the `restoredrill` package."""
+
+pytest_plugins = (
+    "fixtures.options",
+    "fixtures.gitops",
+    "fixtures.static",
+    "fixtures.reporting",
+)

@@ -1,0 +1,746 @@
+"""The GitOps catalogue: what a Flux repo says about apps, storage and backups.
+
+The repo is read the way Flux and kustomize would build it: every Flux Kustomization's `path` is
+expanded through `kustomization.yaml` resources and components (or, where a folder has none, every
+manifest under it, as kustomize-controller generates), namespaces are applied as kustomize and
+`targetNamespace` apply them, and `postBuild.substitute` variables are substituted. The runbook's
+layout decides what an app is: `kubernetes/apps/<namespace>/<app>/ks.yaml`.
+
+Parsing never stops at the first bad file: problems are collected in `Catalogue.errors` and every
+other file is still read. SOPS-encrypted files are catalogued by kind and name only; their data is
+never read as plaintext.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from restoredrill.errors import ManifestError, SourceLocation
+from restoredrill.yamlio import Document, FieldPath, iter_yaml_files, load_documents, redacted
+
+KUSTOMIZATION_FILENAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
+FLUX_KUSTOMIZATION_GROUP = "kustomize.toolkit.fluxcd.io"
+VELERO_GROUP = "velero.io"
+CNPG_GROUP = "postgresql.cnpg.io"
+HELM_GROUP = "helm.toolkit.fluxcd.io"
+# Kinds whose objects live in a namespace; anything else is treated as cluster-scoped.
+CLUSTER_SCOPED_KINDS = frozenset({
+    "Namespace", "PersistentVolume", "StorageClass", "ClusterRole", "ClusterRoleBinding",
+    "CustomResourceDefinition", "PriorityClass", "VolumeSnapshotClass", "GatewayClass",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "ClusterIssuer",
+    "ClusterImageCatalog", "IngressClass", "APIService", "CSIDriver", "RuntimeClass",
+})
+WORKLOAD_POD_SPEC_PATHS: Mapping[str, FieldPath] = {
+    "Deployment": ("spec", "template"),
+    "StatefulSet": ("spec", "template"),
+    "DaemonSet": ("spec", "template"),
+    "ReplicaSet": ("spec", "template"),
+    "Job": ("spec", "template"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template"),
+    "Pod": (),
+}
+_SUBSTITUTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
+_SIZE = re.compile(r"^([0-9.]+)([KMGTPE]i?)?$")
+
+
+# ---------------------------------------------------------------------------------------------
+# What the catalogue holds
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """One Kubernetes object from the repo, with the namespace it would be applied to."""
+
+    document: Document
+    namespace: str | None
+    # The Flux Kustomization that deploys it, if any.
+    deployed_by: str | None = None
+    encrypted: bool = False
+
+    @property
+    def obj(self) -> dict[str, Any]:
+        data: dict[str, Any] = self.document.data
+        return data
+
+    @property
+    def api_version(self) -> str:
+        return str(self.obj.get("apiVersion", ""))
+
+    @property
+    def group(self) -> str:
+        return self.api_version.rpartition("/")[0]
+
+    @property
+    def version(self) -> str:
+        return self.api_version.rpartition("/")[2]
+
+    @property
+    def kind(self) -> str:
+        return str(self.obj.get("kind", ""))
+
+    @property
+    def name(self) -> str:
+        metadata = self.obj.get("metadata") or {}
+        return str(metadata.get("name", "")) if isinstance(metadata, dict) else ""
+
+    @property
+    def path(self) -> Path:
+        return self.document.path
+
+    def location(self, path: FieldPath = ()) -> SourceLocation:
+        return self.document.location(path)
+
+    @property
+    def ref(self) -> str:
+        """`Kind namespace/name`, as a person would name the object."""
+        return f"{self.kind} {self.namespace}/{self.name}" if self.namespace else f"{self.kind} {self.name}"
+
+    def get(self, *path: str | int) -> Any:
+        return dig(self.obj, path)
+
+
+@dataclass(frozen=True)
+class KustomizationFile:
+    """A kustomize `kustomization.yaml`: what it includes and the namespace it sets."""
+
+    document: Document
+    directory: Path  # relative to the repo root
+    namespace: str | None
+    # (entry as written, field path of the entry) for resources, components and crds.
+    entries: tuple[tuple[str, FieldPath], ...]
+    is_component: bool
+
+
+@dataclass(frozen=True)
+class BrokenReference:
+    """A kustomization entry that names a file or folder that does not exist."""
+
+    kustomization: KustomizationFile
+    entry: str
+    field_path: FieldPath
+
+
+@dataclass(frozen=True)
+class FluxKustomization:
+    manifest: Manifest
+    name: str
+    namespace: str
+    path: str | None
+    target_namespace: str | None
+    depends_on: tuple[tuple[str, str, FieldPath], ...]  # (name, namespace, where it is written)
+    suspend: bool
+    substitutions: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class Container:
+    name: str
+    image: str
+    field_path: FieldPath
+
+
+@dataclass(frozen=True)
+class Workload:
+    manifest: Manifest
+    pod_template_path: FieldPath
+    pod_labels: Mapping[str, str]
+    pod_annotations: Mapping[str, str]
+    containers: tuple[Container, ...]
+    claim_names: tuple[str, ...]
+
+    @property
+    def namespace(self) -> str | None:
+        return self.manifest.namespace
+
+
+@dataclass(frozen=True)
+class VolumeClaim:
+    """Storage a backup must carry: a PVC, a StatefulSet claim template, or a CNPG Cluster's."""
+
+    name: str
+    namespace: str | None
+    storage_class: str | None
+    size: str | None
+    origin: str
+    manifest: Manifest
+    volume_name: str | None = None
+
+
+@dataclass(frozen=True)
+class CnpgCluster:
+    manifest: Manifest
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def namespace(self) -> str | None:
+        return self.manifest.namespace
+
+    @property
+    def object_store_backup(self) -> str | None:
+        """Where the Cluster backs itself up, or None when it does not (the runbook's TD-004)."""
+        if dig(self.manifest.obj, ("spec", "backup", "barmanObjectStore", "destinationPath")):
+            return "barmanObjectStore"
+        for plugin in dig(self.manifest.obj, ("spec", "plugins")) or []:
+            if isinstance(plugin, dict) and str(plugin.get("name", "")).startswith("barman-cloud"):
+                return f"plugin {plugin['name']}"
+        return None
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """A Velero Schedule, from a manifest or from the Velero HelmRelease's `schedules:` values."""
+
+    name: str
+    namespace: str | None
+    manifest: Manifest
+    # Where the Schedule's `spec` sits in the document: ("spec",) for a manifest,
+    # ("spec", "values", "schedules", KEY) for HelmRelease values.
+    spec_path: FieldPath
+    from_helm_values: bool = False
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        spec = dig(self.manifest.obj, self.spec_path)
+        return spec if isinstance(spec, dict) else {}
+
+    @property
+    def template(self) -> dict[str, Any]:
+        template = self.spec.get("template")
+        return template if isinstance(template, dict) else {}
+
+    def location(self, *path: str | int) -> SourceLocation:
+        return self.manifest.location((*self.spec_path, *path))
+
+    @property
+    def ref(self) -> str:
+        where = " (HelmRelease values)" if self.from_helm_values else ""
+        return f"Schedule {self.namespace}/{self.name}{where}"
+
+
+@dataclass(frozen=True)
+class StorageLocation:
+    name: str
+    default: bool
+    manifest: Manifest
+    field_path: FieldPath
+
+
+@dataclass(frozen=True)
+class VeleroServerDefaults:
+    """Server settings that apply when a Backup leaves a field unset (velero server flags)."""
+
+    default_ttl: str = "720h0m0s"  # --default-backup-ttl, 30 days upstream
+    default_volumes_to_fs_backup: bool = False  # --default-volumes-to-fs-backup
+    default_storage_location: str = "default"  # --default-backup-storage-location
+    source: Manifest | None = None
+
+
+@dataclass(frozen=True)
+class App:
+    """An app of the runbook's layout: `kubernetes/apps/<namespace>/<app>/` with its ks.yaml."""
+
+    name: str
+    namespace: str
+    directory: Path
+    kustomizations: tuple[FluxKustomization, ...]
+    manifests: tuple[Manifest, ...]
+
+
+@dataclass(frozen=True)
+class Catalogue:
+    root: Path
+    manifests: tuple[Manifest, ...]
+    errors: tuple[ManifestError, ...]
+    kustomization_files: tuple[KustomizationFile, ...]
+    broken_references: tuple[BrokenReference, ...]
+    flux_kustomizations: tuple[FluxKustomization, ...]
+    apps: tuple[App, ...]
+    # Files some Flux Kustomization would apply (relative paths).
+    deployed_files: frozenset[Path]
+    schedules: tuple[Schedule, ...]
+    storage_locations: tuple[StorageLocation, ...]
+    velero_defaults: VeleroServerDefaults
+    workloads: tuple[Workload, ...] = field(default=())
+    volume_claims: tuple[VolumeClaim, ...] = field(default=())
+    cnpg_clusters: tuple[CnpgCluster, ...] = field(default=())
+
+    @property
+    def namespaces(self) -> frozenset[str]:
+        """Every namespace the repo creates or deploys into."""
+        names = {m.name for m in self.manifests if m.kind == "Namespace" and m.group == ""}
+        names |= {m.namespace for m in self.deployed() if m.namespace}
+        return frozenset(names)
+
+    def deployed(self) -> Iterable[Manifest]:
+        return (m for m in self.manifests if m.deployed_by is not None)
+
+    def app_for_namespace(self, namespace: str) -> App | None:
+        return next((app for app in self.apps if app.namespace == namespace), None)
+
+    def app_of(self, path: Path) -> App | None:
+        """The app whose folder holds `path`, if any."""
+        for app in self.apps:
+            if path == app.directory or app.directory in path.parents:
+                return app
+        return None
+
+
+def dig(obj: Any, path: Iterable[str | int]) -> Any:
+    """`obj[p0][p1]...`, or None where any step is missing or of the wrong type."""
+    for step in path:
+        if isinstance(step, int):
+            if not isinstance(obj, list) or not -len(obj) <= step < len(obj):
+                return None
+        elif not isinstance(obj, dict):
+            return None
+        obj = obj[step] if isinstance(step, int) else obj.get(step)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the catalogue
+# ---------------------------------------------------------------------------------------------
+
+
+def build_catalogue(root: Path, *, apps_path: str = "kubernetes/apps") -> Catalogue:
+    """Read the GitOps repo at `root` into a Catalogue. Never raises for a bad file."""
+    root = root.resolve()
+    documents: dict[Path, list[Document]] = {}
+    errors: list[ManifestError] = []
+    for path in iter_yaml_files(root):
+        try:
+            documents[path.relative_to(root)] = load_documents(path, root=root)
+        except ManifestError as error:
+            errors.append(error)
+
+    builder = _Builder(root=root, documents=documents, errors=errors)
+    return builder.build(apps_path=PurePosixPath(apps_path))
+
+
+@dataclass
+class _Builder:
+    root: Path
+    documents: dict[Path, list[Document]]
+    errors: list[ManifestError]
+    kustomization_files: dict[Path, KustomizationFile] = field(default_factory=dict)
+    broken: list[BrokenReference] = field(default_factory=list)
+
+    def build(self, *, apps_path: PurePosixPath) -> Catalogue:
+        for path, docs in self.documents.items():
+            if path.name in KUSTOMIZATION_FILENAMES and docs:
+                self._read_kustomization_file(path, docs[0])
+
+        raw = [self._raw_manifest(path, doc) for path, docs in self.documents.items() for doc in docs
+               if path.name not in KUSTOMIZATION_FILENAMES]
+        objects = [m for m in raw if m is not None]
+        flux = [self._flux_kustomization(m) for m in objects
+                if m.group == FLUX_KUSTOMIZATION_GROUP and m.kind == "Kustomization"]
+
+        # What each Flux Kustomization deploys, and the namespace each file lands in.
+        deployments: dict[Path, tuple[str, str | None, Mapping[str, str]]] = {}
+        for ks in flux:
+            if ks.path is None:
+                continue
+            directory = _normalise(PurePosixPath(ks.path))
+            for file, namespace in self._expand(Path(directory), namespace=None, seen=set()):
+                effective = ks.target_namespace or namespace
+                deployments.setdefault(file, (ks.name, effective, ks.substitutions))
+
+        manifests: list[Manifest] = []
+        for manifest in objects:
+            deployment = deployments.get(manifest.path)
+            if deployment is None:
+                manifests.append(manifest)
+                continue
+            ks_name, namespace_override, substitutions = deployment
+            document = _substitute(manifest.document, substitutions) if substitutions else manifest.document
+            namespace = manifest.namespace
+            if manifest.kind not in CLUSTER_SCOPED_KINDS:
+                namespace = namespace_override or namespace
+            manifests.append(Manifest(document=document, namespace=namespace, deployed_by=ks_name,
+                                      encrypted=manifest.encrypted))
+
+        apps = self._apps(flux, manifests, apps_path)
+        defaults = _velero_defaults(manifests)
+        return Catalogue(
+            root=self.root,
+            manifests=tuple(manifests),
+            errors=tuple(self.errors),
+            kustomization_files=tuple(self.kustomization_files.values()),
+            broken_references=tuple(self.broken),
+            flux_kustomizations=tuple(flux),
+            apps=tuple(apps),
+            deployed_files=frozenset(deployments),
+            schedules=tuple(_schedules(manifests)),
+            storage_locations=tuple(_storage_locations(manifests)),
+            velero_defaults=defaults,
+            workloads=tuple(w for m in manifests if (w := _workload(m)) is not None),
+            volume_claims=tuple(_volume_claims(manifests)),
+            cnpg_clusters=tuple(CnpgCluster(m) for m in manifests
+                                if m.group == CNPG_GROUP and m.kind == "Cluster"),
+        )
+
+    # -- reading single files -------------------------------------------------------------------
+
+    def _read_kustomization_file(self, path: Path, doc: Document) -> None:
+        data = doc.data
+        if not isinstance(data, dict):
+            self.errors.append(ManifestError("a kustomization file must be a mapping", location=doc.location()))
+            return
+        entries: list[tuple[str, FieldPath]] = []
+        for key in ("resources", "components", "crds"):
+            values = data.get(key) or []
+            if not isinstance(values, list):
+                self.errors.append(ManifestError(f"`{key}` must be a list of paths", location=doc.location((key,)),
+                                                 remedy=f"write `{key}:` as a YAML list, one `- ./path` per line"))
+                continue
+            entries.extend((str(v), (key, i)) for i, v in enumerate(values))
+        namespace = data.get("namespace")
+        self.kustomization_files[path.parent] = KustomizationFile(
+            document=doc,
+            directory=path.parent,
+            namespace=str(namespace) if namespace else None,
+            entries=tuple(entries),
+            is_component=data.get("kind") == "Component",
+        )
+
+    def _raw_manifest(self, path: Path, doc: Document) -> Manifest | None:
+        data = doc.data
+        if not isinstance(data, dict) or "kind" not in data or "apiVersion" not in data:
+            # Helm values files, SOPS config and other YAML that is not an object: not ours to judge.
+            if isinstance(data, dict) and ("kind" in data) != ("apiVersion" in data):
+                missing = "apiVersion" if "kind" in data else "kind"
+                self.errors.append(ManifestError(
+                    f"looks like a Kubernetes object but has no `{missing}`", location=doc.location(),
+                    remedy=f"add `{missing}:` to the object (or move the file out of the manifests tree)"))
+            return None
+        encrypted = path.name.endswith((".sops.yaml", ".sops.yml")) or "sops" in data
+        if encrypted:
+            doc = Document(path=doc.path, index=doc.index, line=doc.line, data=redacted(data), lines=doc.lines)
+        metadata = data.get("metadata")
+        if not isinstance(metadata, dict) or not metadata.get("name"):
+            self.errors.append(ManifestError(
+                f"{data.get('kind')} has no metadata.name", location=doc.location(("metadata",)),
+                remedy="give the object a `metadata.name`"))
+            return None
+        namespace = metadata.get("namespace")
+        if namespace is None and data.get("kind") not in CLUSTER_SCOPED_KINDS:
+            namespace = self._namespace_from_kustomizations(path.parent)
+        return Manifest(document=doc, namespace=str(namespace) if namespace else None, encrypted=encrypted)
+
+    def _namespace_from_kustomizations(self, directory: Path) -> str | None:
+        for folder in (directory, *directory.parents):
+            kfile = self.kustomization_files.get(folder)
+            if kfile is not None and kfile.namespace:
+                return kfile.namespace
+        return None
+
+    def _flux_kustomization(self, manifest: Manifest) -> FluxKustomization:
+        spec = manifest.get("spec") or {}
+        spec = spec if isinstance(spec, dict) else {}
+        namespace = manifest.namespace or "flux-system"
+        depends: list[tuple[str, str, FieldPath]] = []
+        for i, dep in enumerate(spec.get("dependsOn") or []):
+            if isinstance(dep, dict) and dep.get("name"):
+                depends.append((str(dep["name"]), str(dep.get("namespace") or namespace), ("spec", "dependsOn", i)))
+        substitutions = dig(spec, ("postBuild", "substitute")) or {}
+        substitutions = {str(k): str(v) for k, v in substitutions.items()} if isinstance(substitutions, dict) else {}
+        for ref in dig(spec, ("postBuild", "substituteFrom")) or []:
+            if isinstance(ref, dict) and ref.get("kind") == "ConfigMap":
+                for k, v in self._configmap_data(str(ref.get("name")), namespace).items():
+                    substitutions.setdefault(k, v)
+        path = spec.get("path")
+        return FluxKustomization(
+            manifest=manifest,
+            name=manifest.name,
+            namespace=namespace,
+            path=str(path) if path is not None else None,
+            target_namespace=str(spec["targetNamespace"]) if spec.get("targetNamespace") else None,
+            depends_on=tuple(depends),
+            suspend=bool(spec.get("suspend", False)),
+            substitutions=substitutions,
+        )
+
+    def _configmap_data(self, name: str, namespace: str) -> dict[str, str]:
+        for docs in self.documents.values():
+            for doc in docs:
+                data = doc.data
+                if (isinstance(data, dict) and data.get("kind") == "ConfigMap"
+                        and dig(data, ("metadata", "name")) == name
+                        and dig(data, ("metadata", "namespace")) in (None, namespace)
+                        and isinstance(data.get("data"), dict)):
+                    return {str(k): str(v) for k, v in data["data"].items()}
+        return {}
+
+    # -- expanding kustomize trees --------------------------------------------------------------
+
+    def _expand(self, directory: Path, *, namespace: str | None, seen: set[Path]) -> list[tuple[Path, str | None]]:
+        """Files (relative) a kustomize build of `directory` reads, with the namespace it sets."""
+        if directory in seen:
+            return []
+        seen.add(directory)
+        kfile = self.kustomization_files.get(directory)
+        if kfile is None:
+            return self._expand_generated(directory, namespace=namespace, seen=seen)
+        namespace = namespace or kfile.namespace
+        files: list[tuple[Path, str | None]] = []
+        for entry, field_path in kfile.entries:
+            if "://" in entry or entry.startswith(("github.com/", "git@")):
+                continue  # remote bases are not part of this repo
+            target = Path(_normalise(PurePosixPath(directory) / entry))
+            absolute = self.root / target
+            if absolute.is_file():
+                files.append((target, namespace))
+            elif absolute.is_dir():
+                files.extend(self._expand(target, namespace=namespace, seen=seen))
+            else:
+                self.broken.append(BrokenReference(kustomization=kfile, entry=entry, field_path=field_path))
+        return files
+
+    def _expand_generated(
+        self, directory: Path, *, namespace: str | None, seen: set[Path]
+    ) -> list[tuple[Path, str | None]]:
+        absolute = self.root / directory
+        if not absolute.is_dir():
+            return []
+        files: list[tuple[Path, str | None]] = []
+        for child in sorted(absolute.iterdir()):
+            relative = directory / child.name
+            if child.is_dir() and not child.name.startswith("."):
+                files.extend(self._expand(relative, namespace=namespace, seen=seen))
+            elif child.suffix in (".yaml", ".yml") and relative in self.documents:
+                files.append((relative, namespace))
+        return files
+
+    # -- apps -----------------------------------------------------------------------------------
+
+    def _apps(self, flux: list[FluxKustomization], manifests: list[Manifest], apps_path: PurePosixPath) -> list[App]:
+        grouped: dict[Path, list[FluxKustomization]] = {}
+        for ks in flux:
+            parts = PurePosixPath(ks.manifest.path).parts
+            prefix = apps_path.parts
+            # kubernetes/apps/<namespace>/<app>/ks.yaml
+            if parts[: len(prefix)] == prefix and len(parts) == len(prefix) + 3:
+                grouped.setdefault(Path(*parts[:-1]), []).append(ks)
+        apps: list[App] = []
+        for directory, kustomizations in sorted(grouped.items()):
+            names = {ks.name for ks in kustomizations}
+            namespace = next((ks.target_namespace for ks in kustomizations if ks.target_namespace),
+                             directory.parent.name)
+            apps.append(App(
+                name=directory.name,
+                namespace=namespace,
+                directory=directory,
+                kustomizations=tuple(kustomizations),
+                manifests=tuple(m for m in manifests if m.deployed_by in names),
+            ))
+        return apps
+
+
+def _normalise(path: PurePosixPath) -> str:
+    """`./a/b/../c` -> `a/c`, staying relative to the repo root."""
+    parts: list[str] = []
+    for part in path.parts:
+        if part in (".", ""):
+            continue
+        if part == "..":
+            if parts:
+                parts.pop()
+            continue
+        parts.append(part)
+    return "/".join(parts) or "."
+
+
+def _substitute(document: Document, variables: Mapping[str, str]) -> Document:
+    """Apply Flux post-build substitution (`${VAR}`, `${VAR:=default}`) to string values."""
+    data = document.data
+    annotations = dig(data, ("metadata", "annotations")) or {}
+    if isinstance(annotations, dict) and annotations.get("kustomize.toolkit.fluxcd.io/substitute") == "disabled":
+        return document
+
+    def replace(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in variables:
+            return variables[name]
+        return default if default is not None else match.group(0)
+
+    def walk(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: walk(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [walk(v) for v in value]
+        if isinstance(value, str) and "${" in value:
+            replaced = _SUBSTITUTION.sub(replace, value)
+            if _SUBSTITUTION.fullmatch(value) and "${" not in replaced:
+                # Flux substitutes text and re-parses it: "${REPLICAS}" -> 3, not "3".
+                try:
+                    return yaml.safe_load(replaced) if replaced else replaced
+                except yaml.YAMLError:
+                    return replaced
+            return replaced
+        return value
+
+    return Document(path=document.path, index=document.index, line=document.line, data=walk(data),
+                    lines=document.lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deriving objects of interest
+# ---------------------------------------------------------------------------------------------
+
+
+def _workload(manifest: Manifest) -> Workload | None:
+    if manifest.group not in ("", "apps", "batch") or manifest.kind not in WORKLOAD_POD_SPEC_PATHS:
+        return None
+    template_path = WORKLOAD_POD_SPEC_PATHS[manifest.kind]
+    template = dig(manifest.obj, template_path)
+    if not isinstance(template, dict):
+        return None
+    spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
+    containers: list[Container] = []
+    for key in ("initContainers", "containers"):
+        for i, container in enumerate(spec.get(key) or []):
+            if isinstance(container, dict):
+                containers.append(Container(name=str(container.get("name", "")), image=str(container.get("image", "")),
+                                            field_path=(*template_path, "spec", key, i)))
+    claims = tuple(
+        str(volume["persistentVolumeClaim"]["claimName"])
+        for volume in spec.get("volumes") or []
+        if isinstance(volume, dict) and isinstance(volume.get("persistentVolumeClaim"), dict)
+        and volume["persistentVolumeClaim"].get("claimName")
+    )
+    metadata = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
+    if manifest.kind == "Pod":
+        metadata = manifest.obj.get("metadata") or {}
+    return Workload(
+        manifest=manifest,
+        pod_template_path=template_path,
+        pod_labels={str(k): str(v) for k, v in (metadata.get("labels") or {}).items()},
+        pod_annotations={str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()},
+        containers=tuple(containers),
+        claim_names=claims,
+    )
+
+
+def _volume_claims(manifests: Iterable[Manifest]) -> Iterable[VolumeClaim]:
+    for m in manifests:
+        if m.group == "" and m.kind == "PersistentVolumeClaim":
+            yield VolumeClaim(
+                name=m.name, namespace=m.namespace, storage_class=m.get("spec", "storageClassName"),
+                size=_as_str(m.get("spec", "resources", "requests", "storage")), origin="PersistentVolumeClaim",
+                manifest=m, volume_name=m.get("spec", "volumeName"))
+        elif m.group == "apps" and m.kind == "StatefulSet":
+            for template in m.get("spec", "volumeClaimTemplates") or []:
+                if isinstance(template, dict):
+                    yield VolumeClaim(
+                        name=f"{dig(template, ('metadata', 'name'))}-{m.name}", namespace=m.namespace,
+                        storage_class=dig(template, ("spec", "storageClassName")),
+                        size=_as_str(dig(template, ("spec", "resources", "requests", "storage"))),
+                        origin="StatefulSet volumeClaimTemplate", manifest=m)
+        elif m.group == CNPG_GROUP and m.kind == "Cluster":
+            yield VolumeClaim(
+                name=m.name, namespace=m.namespace, storage_class=m.get("spec", "storage", "storageClass"),
+                size=_as_str(m.get("spec", "storage", "size")), origin="CNPG Cluster storage", manifest=m)
+        elif m.group == HELM_GROUP and m.kind == "HelmRelease":
+            yield from _helm_app_template_claims(m)
+
+
+def _helm_app_template_claims(m: Manifest) -> Iterable[VolumeClaim]:
+    """PVCs the bjw-s app-template chart creates from `persistence:` values."""
+    persistence = m.get("spec", "values", "persistence")
+    if not isinstance(persistence, dict):
+        return
+    for key, item in persistence.items():
+        if not isinstance(item, dict) or item.get("enabled") is False or item.get("existingClaim"):
+            continue
+        if item.get("type", "persistentVolumeClaim") != "persistentVolumeClaim":
+            continue
+        release = m.get("spec", "releaseName") or m.name
+        yield VolumeClaim(name=f"{release}-{key}", namespace=m.get("spec", "targetNamespace") or m.namespace,
+                          storage_class=item.get("storageClass"), size=_as_str(item.get("size")),
+                          origin="HelmRelease persistence values", manifest=m)
+
+
+def _as_str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _is_velero_release(m: Manifest) -> bool:
+    if m.group != HELM_GROUP or m.kind != "HelmRelease":
+        return False
+    chart = m.get("spec", "chart", "spec", "chart") or m.get("spec", "chartRef", "name") or ""
+    return str(chart).rsplit("/", 1)[-1] == "velero"
+
+
+def _helm_fullname(m: Manifest) -> str:
+    values = m.get("spec", "values") or {}
+    if isinstance(values, dict) and values.get("fullnameOverride"):
+        return str(values["fullnameOverride"])
+    release = str(m.get("spec", "releaseName") or m.name)
+    return release if "velero" in release else f"{release}-velero"
+
+
+def _schedules(manifests: Iterable[Manifest]) -> Iterable[Schedule]:
+    for m in manifests:
+        if m.group == VELERO_GROUP and m.kind == "Schedule":
+            yield Schedule(name=m.name, namespace=m.namespace, manifest=m, spec_path=("spec",))
+        elif _is_velero_release(m):
+            schedules = m.get("spec", "values", "schedules")
+            if isinstance(schedules, dict):
+                namespace = m.get("spec", "targetNamespace") or m.namespace
+                for key, spec in schedules.items():
+                    if isinstance(spec, dict) and not spec.get("disabled"):
+                        yield Schedule(name=f"{_helm_fullname(m)}-{key}", namespace=namespace, manifest=m,
+                                       spec_path=("spec", "values", "schedules", key), from_helm_values=True)
+
+
+def _storage_locations(manifests: Iterable[Manifest]) -> Iterable[StorageLocation]:
+    for m in manifests:
+        if m.group == VELERO_GROUP and m.kind == "BackupStorageLocation":
+            yield StorageLocation(name=m.name, default=bool(m.get("spec", "default")), manifest=m, field_path=())
+        elif _is_velero_release(m):
+            base: FieldPath = ("spec", "values", "configuration", "backupStorageLocation")
+            value = dig(m.obj, base)
+            # Chart 5.x and later take a list; older charts a single mapping.
+            items = list(enumerate(value)) if isinstance(value, list) else [(None, value)]
+            for index, item in items:
+                if isinstance(item, dict):
+                    path = base if index is None else (*base, index)
+                    yield StorageLocation(name=str(item.get("name") or "default"), default=bool(item.get("default")),
+                                          manifest=m, field_path=path)
+
+
+def _velero_defaults(manifests: Iterable[Manifest]) -> VeleroServerDefaults:
+    for m in manifests:
+        if _is_velero_release(m):
+            configuration = m.get("spec", "values", "configuration") or {}
+            if not isinstance(configuration, dict):
+                continue
+            return VeleroServerDefaults(
+                default_ttl=str(configuration.get("defaultBackupTTL") or "720h0m0s"),
+                default_volumes_to_fs_backup=bool(configuration.get("defaultVolumesToFsBackup", False)),
+                default_storage_location=str(configuration.get("defaultBackupStorageLocation") or "default"),
+                source=m,
+            )
+    return VeleroServerDefaults()
+
+
+def parse_quantity_bytes(quantity: str) -> int | None:
+    """A Kubernetes quantity such as `1Gi` or `500M` in bytes, or None when it is not one."""
+    match = _SIZE.match(quantity.strip())
+    if not match:
+        return None
+    number, suffix = float(match.group(1)), match.group(2) or ""
+    factor = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18,
+              "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60}[suffix]
+    return int(number * factor)

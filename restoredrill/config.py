@@ -1,0 +1,284 @@
+"""Drill configuration: read once, from defaults, ini keys, the drill config file and the command
+line (in that order of precedence, the last winning), into a frozen `DrillConfig`.
+
+Every setting is declared once in `SETTINGS`, with one help text used for its CLI flag, its ini
+key and the error a bad value produces. Per-app overrides live in the drill config file under
+`apps:`, and any key can also be set with `--set key=value` (for example
+`--set apps.seaweedfs.backup_required=false`).
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields, replace
+from datetime import timedelta
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from restoredrill.errors import ConfigError, ManifestError
+from restoredrill.gosyntax import GoSyntaxError, format_go_duration, parse_go_duration
+from restoredrill.waits import DEFAULT_TIMEOUTS
+from restoredrill.yamlio import load_documents
+
+DEFAULT_DRILL_CONFIG_NAME = "restoredrill.yaml"
+
+
+@dataclass(frozen=True)
+class AppOverride:
+    """What the repo cannot say about one app (keyed by app or namespace name)."""
+
+    # False for stateful namespaces that are deliberately not backed up (the backup store itself).
+    backup_required: bool = True
+    # Why: shown in the report wherever the override changes an outcome.
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class DrillConfig:
+    gitops_repo: Path
+    reports_dir: Path
+    drill_config: Path | None = None
+    apps_path: str = "kubernetes/apps"
+    min_ttl: timedelta = timedelta(hours=720)
+    strict_rules: frozenset[str] = frozenset()
+    warning_rules: frozenset[str] = frozenset()
+    fetch_schemas: bool = True
+    apps: Mapping[str, AppOverride] = field(default_factory=lambda: MappingProxyType({}))
+    timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_TIMEOUTS)))
+
+    def app(self, name: str) -> AppOverride:
+        return self.apps.get(name, AppOverride())
+
+    def timeout(self, name: str) -> float:
+        return self.timeouts[name]
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One scalar setting: its CLI flag, ini key, drill-config key and how to read a value."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any]
+    kind: str = "string"  # ini type: "string", "bool" or "linelist"
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.name.replace("_", "-")
+
+
+def _duration(text: str) -> timedelta:
+    try:
+        return parse_go_duration(str(text))
+    except GoSyntaxError as error:
+        raise ValueError(f"{error} (use Go duration syntax such as 720h or 720h0m0s; there is no 'd' unit)") from None
+
+
+def _bool(text: str | bool) -> bool:
+    if isinstance(text, bool):
+        return text
+    lowered = str(text).strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean (use true or false)")
+
+
+def _names(value: str | Sequence[str]) -> frozenset[str]:
+    items = value.replace(",", " ").split() if isinstance(value, str) else [str(v) for v in value]
+    return frozenset(items)
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("gitops_repo", "GitOps repo to check and drill (its kubernetes/apps tree); "
+            "default: the bundled example under examples/home-cluster", Path),
+    Setting("drill_config", f"drill config file (YAML) with per-app overrides; default: {DEFAULT_DRILL_CONFIG_NAME} "
+            "at the GitOps repo's root if present", Path),
+    Setting("reports_dir", "where Allure results, JUnit XML and summary.json are written (default: reports)", Path),
+    Setting("apps_path", "folder of the repo holding <namespace>/<app>/ks.yaml (default: kubernetes/apps)", str),
+    Setting("min_ttl", "minimum backup retention a Schedule must keep, as a Go duration (default: 720h, "
+            "the runbook's 30 days)", _duration),
+    Setting("strict_rules", "rule ids whose warnings fail the test (or 'all'), e.g. cnpg-object-store-backup",
+            _names, "linelist"),
+    Setting("warning_rules", "rule ids whose failures only warn", _names, "linelist"),
+    Setting("fetch_schemas", "fetch missing CRD schemas from the Go module proxy (default: true)", _bool, "bool"),
+)
+SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
+
+
+def build_config(
+    *,
+    defaults: Mapping[str, Any],
+    ini: Mapping[str, Any],
+    cli: Mapping[str, Any],
+    overrides: Sequence[str] = (),
+    base_dir: Path,
+) -> DrillConfig:
+    """Merge the sources into a DrillConfig. Raises ConfigError naming the source and the fix.
+
+    `defaults`, `ini` and `cli` map setting names to raw values (None or absent: not given);
+    `overrides` are `key=value` strings from `--set`. Relative paths resolve against `base_dir`.
+    """
+    raw: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, values in (("default", defaults), ("ini", ini), ("command line", cli)):
+        for name, value in values.items():
+            if value is not None and value != "" and value != []:
+                raw[name] = value
+                origin[name] = f"ini key {name}" if source == "ini" else source
+    from_cli = {name for name in raw if origin[name] == "command line"}
+
+    repo = _parsed("gitops_repo", raw["gitops_repo"], origin)
+    repo = (base_dir / repo).resolve()
+    drill_path = raw.get("drill_config")
+    if drill_path is not None:
+        drill_path = (base_dir / _parsed("drill_config", drill_path, origin)).resolve()
+        if not drill_path.is_file():
+            raise ConfigError(f"drill config file {drill_path} (from {origin['drill_config']}) does not exist",
+                              remedy="pass an existing file with --drill-config, or drop the setting")
+    elif (repo / DEFAULT_DRILL_CONFIG_NAME).is_file():
+        drill_path = repo / DEFAULT_DRILL_CONFIG_NAME
+
+    file_values: dict[str, Any] = _read_drill_file(drill_path) if drill_path else {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r} is not key=value", remedy="write it as --set apps.NAME.FIELD=VALUE")
+        _set_dotted(file_values, key.strip(), yaml.safe_load(value) if value else "", source=f"--set {item}")
+
+    # The drill file sits between ini and the command line.
+    merged = {name: _parsed(name, value, origin) for name, value in raw.items() if name not in from_cli}
+    for name in SETTINGS_BY_NAME:
+        if name in file_values and name not in ("gitops_repo", "drill_config") and name not in from_cli:
+            origin[name] = f"{drill_path or '--set'} key {name}"
+            merged[name] = _parsed(name, file_values[name], origin)
+    merged |= {name: _parsed(name, raw[name], origin) for name in from_cli}
+
+    config = DrillConfig(
+        gitops_repo=repo,
+        drill_config=drill_path,
+        reports_dir=(base_dir / merged.get("reports_dir", Path("reports"))).resolve(),
+    )
+    scalars = {k: v for k, v in merged.items() if k not in ("gitops_repo", "drill_config", "reports_dir")}
+    config = replace(config, **scalars)
+    source = str(drill_path or "--set")
+    return replace(
+        config,
+        apps=MappingProxyType(_read_apps(file_values.get("apps"), source=source)),
+        timeouts=MappingProxyType(_read_timeouts(file_values.get("timeouts"), source=source)),
+    )
+
+
+def _parsed(name: str, value: Any, origin: Mapping[str, str]) -> Any:
+    setting = SETTINGS_BY_NAME[name]
+    if isinstance(value, Path | bool | frozenset | timedelta):
+        return value
+    try:
+        return setting.parse(value)
+    except (ValueError, TypeError) as error:
+        raise ConfigError(f"{setting.name} from {origin.get(name, 'configuration')}: {error}",
+                          remedy=f"{setting.flag}: {setting.help}") from None
+
+
+_TOP_LEVEL_KEYS = frozenset({*SETTINGS_BY_NAME, "apps", "timeouts"})
+
+
+def _read_drill_file(path: Path) -> dict[str, Any]:
+    try:
+        documents = load_documents(path, root=path.parent)
+    except ManifestError as error:
+        raise ConfigError(f"drill config {path}: {error.message}", remedy=error.remedy) from None
+    if not documents:
+        return {}
+    document = documents[0]
+    if not isinstance(document.data, dict):
+        raise ConfigError(f"drill config {path}: the file must be a mapping of settings",
+                          remedy="see the README's 'Drill configuration' section for the keys")
+    for key in document.data:
+        if key not in _TOP_LEVEL_KEYS:
+            raise ConfigError(f"drill config {path}:{document.line_of((key,))}: unknown key {key!r}"
+                              f"{_did_you_mean(str(key), _TOP_LEVEL_KEYS)}",
+                              remedy=f"known keys: {', '.join(sorted(_TOP_LEVEL_KEYS))}")
+    return dict(document.data)
+
+
+def _set_dotted(target: dict[str, Any], dotted: str, value: Any, *, source: str) -> None:
+    keys = dotted.split(".")
+    node = target
+    for key in keys[:-1]:
+        child = node.setdefault(key, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{source}: {key!r} is a value, not a section", remedy="check the key path")
+        node = child
+    node[keys[-1]] = value
+
+
+_APP_FIELDS = {f.name for f in fields(AppOverride)}
+
+
+def _read_apps(value: Any, *, source: str) -> dict[str, AppOverride]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: `apps` must map app names to settings", remedy="write apps: {NAME: {...}}")
+    apps: dict[str, AppOverride] = {}
+    for name, settings in value.items():
+        settings = settings or {}
+        if not isinstance(settings, dict):
+            raise ConfigError(f"{source}: apps.{name} must be a mapping", remedy="write apps.NAME.FIELD: VALUE")
+        unknown = set(settings) - _APP_FIELDS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{source}: unknown key apps.{name}.{key}{_did_you_mean(key, _APP_FIELDS)}",
+                              remedy=f"per-app keys are: {', '.join(sorted(_APP_FIELDS))}")
+        try:
+            apps[str(name)] = AppOverride(
+                backup_required=_bool(settings.get("backup_required", True)),
+                reason=str(settings.get("reason", "")),
+            )
+        except ValueError as error:
+            raise ConfigError(f"{source}: apps.{name}: {error}", remedy="use true or false") from None
+    return apps
+
+
+def _read_timeouts(value: Any, *, source: str) -> dict[str, float]:
+    timeouts = dict(DEFAULT_TIMEOUTS)
+    if value is None:
+        return timeouts
+    if not isinstance(value, dict):
+        raise ConfigError(f"{source}: `timeouts` must map names to seconds",
+                          remedy=f"names: {', '.join(sorted(DEFAULT_TIMEOUTS))}")
+    for name, seconds in value.items():
+        if name not in DEFAULT_TIMEOUTS:
+            raise ConfigError(f"{source}: unknown timeout {name!r}{_did_you_mean(str(name), DEFAULT_TIMEOUTS)}",
+                              remedy=f"timeouts are: {', '.join(sorted(DEFAULT_TIMEOUTS))}")
+        try:
+            timeouts[name] = _timeout_seconds(seconds)
+        except ValueError as error:
+            raise ConfigError(f"{source}: timeouts.{name}: {error}", remedy="give seconds or a Go duration") from None
+    return timeouts
+
+
+def _timeout_seconds(value: Any) -> float:
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    seconds = _duration(str(value)).total_seconds()
+    if seconds <= 0:
+        raise ValueError(f"{value!r} is not a positive duration")
+    return seconds
+
+
+def _did_you_mean(key: str, known: Sequence[str] | frozenset[str] | Mapping[str, Any] | set[str]) -> str:
+    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def describe(config: DrillConfig) -> str:
+    """A short summary for the pytest header."""
+    return (f"restoredrill: gitops repo {config.gitops_repo}, drill config {config.drill_config or 'none'}, "
+            f"min TTL {format_go_duration(config.min_ttl)}, reports in {config.reports_dir}")

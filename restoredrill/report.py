@@ -1,0 +1,119 @@
+"""`restoredrill report`: one HTML file from the Allure results, and a text summary.
+
+The HTML is rendered by Allure 3 (the npm `allure` package, which needs Node.js but no Java),
+installed once into the cache at the version pinned in pins.toml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from restoredrill.errors import CommandError, ConfigError, MissingToolError
+from restoredrill.pins import cache_dir, load_pins
+
+INSTALL_TIMEOUT_SECONDS = 600
+RENDER_TIMEOUT_SECONDS = 600
+
+
+def allure_cli(*, progress: Any = print) -> Path:
+    """The pinned Allure CLI, installed into the cache with npm on first use."""
+    pin = load_pins()["npm"]["allure"]
+    prefix = cache_dir() / "node" / f"allure@{pin['version']}"
+    binary = prefix / "node_modules" / ".bin" / "allure"
+    if binary.exists():
+        return binary
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise MissingToolError(tool, remedy="install Node.js 20 or newer with npm (`apt-get install nodejs npm`)")
+    progress(f"[report] installing {pin['package']}@{pin['version']} from the npm registry into {prefix}")
+    prefix.mkdir(parents=True, exist_ok=True)
+    command = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
+               f"{pin['package']}@{pin['version']}"]
+    _run(command, timeout=INSTALL_TIMEOUT_SECONDS, remedy="check that the npm registry is reachable")
+    return binary
+
+
+def render_html(*, results_dir: Path, output_dir: Path, name: str = "restoredrill", progress: Any = print) -> Path:
+    """Render the Allure results into `output_dir/index.html`, a single self-contained file."""
+    if not results_dir.is_dir() or not any(results_dir.glob("*-result.json")):
+        raise ConfigError(f"no Allure results in {results_dir}",
+                          remedy="run the suites first (e.g. `pytest suites -m static`), or pass --reports-dir")
+    binary = allure_cli(progress=progress)
+    with tempfile.TemporaryDirectory(prefix="restoredrill-allure-") as workdir:
+        config = {
+            "name": name,
+            "output": str(output_dir.resolve()),
+            "plugins": {"awesome": {"options": {"singleFile": True, "reportName": name,
+                                                "groupBy": ["epic", "feature", "story"]}}},
+        }
+        config_path = Path(workdir) / "allurerc.json"
+        config_path.write_text(json.dumps(config))
+        _run([str(binary), "generate", "--config", str(config_path), str(results_dir.resolve())],
+             timeout=RENDER_TIMEOUT_SECONDS, cwd=Path(workdir), remedy="see the Allure output above")
+    index = output_dir / "index.html"
+    if not index.exists():
+        raise CommandError([str(binary), "generate"], returncode=0, output=f"no {index} was written",
+                           remedy="check the Allure version pinned in restoredrill/pins.toml")
+    return index
+
+
+def _run(command: list[str], *, timeout: float, remedy: str, cwd: Path | None = None) -> None:
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False,
+                                env=_no_color_env())
+    except subprocess.TimeoutExpired as error:
+        raise CommandError(command, returncode=None, output=str(error.output or ""), remedy=remedy) from None
+    if result.returncode != 0:
+        raise CommandError(command, returncode=result.returncode, output=result.stdout + result.stderr, remedy=remedy)
+
+
+def _no_color_env() -> dict[str, str]:
+    return {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}
+
+
+def text_summary(summary_path: Path) -> str:
+    """A per-app table of outcomes from summary.json, failures first."""
+    summary = json.loads(summary_path.read_text())
+    by_app: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    failures = []
+    for result in summary["results"]:
+        app = result.get("app") or "cluster-wide"
+        by_app[app][result["outcome"]] += 1
+        if result["outcome"] == "failed":
+            failures.append(result)
+    lines = [f"restoredrill summary ({summary['generated_at']}, repo {summary['gitops_repo']})", ""]
+    lines.append(f"{'app':<24} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    for app in sorted(by_app, key=lambda a: (-by_app[a]["failed"], a)):
+        counts = by_app[app]
+        lines.append(f"{app:<24} {counts['passed']:>7} {counts['failed']:>7} {counts['skipped']:>8}")
+    for failure in failures:
+        message = (failure.get("message") or "").strip().splitlines()
+        lines += ["", f"FAILED {failure['nodeid']}", *(f"  {line}" for line in message[:6])]
+    return "\n".join(lines)
+
+
+def _command(args: argparse.Namespace) -> int:
+    reports = Path(args.reports_dir)
+    summary = reports / "summary.json"
+    if summary.exists():
+        print(text_summary(summary))
+        print()
+    index = render_html(results_dir=reports / "allure-results", output_dir=Path(args.output or reports / "html"))
+    print(f"HTML report: {index}  (open it in a browser; it is one self-contained file)")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser("report", help="render the HTML report from the reports folder",
+                                   description="Render reports/allure-results as one HTML file and print a summary.")
+    parser.add_argument("--reports-dir", default="reports", help="the folder pytest wrote to (default: reports)")
+    parser.add_argument("--output", help="where to write the HTML report (default: REPORTS_DIR/html)")
+    parser.set_defaults(func=_command)
