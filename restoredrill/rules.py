@@ -47,7 +47,8 @@ class Finding:
     manifest: Manifest | None = None
 
     def render(self) -> str:
-        return f"{self.location}: {self.subject}: {self.problem}\n  fix: {self.fix}"
+        subject = "" if self.subject == self.location.path else f"{self.subject}: "
+        return f"{self.location}: {subject}{self.problem}\n  fix: {self.fix}"
 
 
 @dataclass(frozen=True)

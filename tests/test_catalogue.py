@@ -1,0 +1,138 @@
+"""The catalogue reads a GitOps repo the way Flux and kustomize build it."""
+
+from pathlib import Path
+
+from restoredrill.catalogue import build_catalogue
+
+RUNBOOK_APPS = {"pricebuddy", "n8n", "immich", "gatus", "obsidian-livesync", "pocket-id", "pelican"}
+
+
+def test_apps_follow_the_runbook_layout(example_catalogue):
+    apps = {app.name: app for app in example_catalogue.apps}
+    assert RUNBOOK_APPS <= set(apps)
+    pelican = apps["pelican"]
+    assert pelican.namespace == "pelican"
+    assert pelican.directory == Path("kubernetes/apps/pelican/pelican")
+    assert [ks.name for ks in pelican.kustomizations] == ["pelican"]
+    kinds = {(m.kind, m.name) for m in pelican.manifests}
+    assert {("PersistentVolumeClaim", "pelican-data"), ("PersistentVolumeClaim", "pelican-logs"),
+            ("Deployment", "pelican-panel"), ("Service", "pelican-panel"), ("HTTPRoute", "pelican"),
+            ("Secret", "pelican-secrets")} <= kinds
+    assert all(m.namespace == "pelican" for m in pelican.manifests)
+
+
+def test_schedules_and_storage_locations(example_catalogue):
+    names = {s.name for s in example_catalogue.schedules}
+    assert names == {f"{app}-daily" for app in RUNBOOK_APPS}
+    assert all(s.namespace == "velero" for s in example_catalogue.schedules)
+    assert [(bsl.name, bsl.default) for bsl in example_catalogue.storage_locations] == [("default", True)]
+    assert example_catalogue.velero_defaults.default_volumes_to_fs_backup is True
+
+
+def test_volume_claims_include_cnpg_storage_and_classes(example_catalogue):
+    claims = {(c.namespace, c.name): c for c in example_catalogue.volume_claims}
+    assert claims[("pocket-id", "pocket-id-data")].storage_class == "longhorn"
+    assert claims[("immich", "immich-postgres")].origin == "CNPG Cluster storage"
+    assert claims[("immich", "immich-library")].volume_name  # bound to the NFS PV by name
+    assert [c.name for c in example_catalogue.cnpg_clusters] == ["immich-postgres"]
+    assert example_catalogue.cnpg_clusters[0].object_store_backup is None  # TD-004
+
+
+def test_workloads_and_images(example_catalogue):
+    database = next(w for w in example_catalogue.workloads if w.manifest.name == "pricebuddy-database")
+    assert database.containers[0].image.startswith("docker.io/library/mariadb:")
+    assert database.pod_labels["app.kubernetes.io/component"] == "database"
+    assert database.claim_names
+
+
+def test_flux_substitution_is_applied(example_catalogue):
+    deployment = next(w for w in example_catalogue.workloads if w.manifest.name == "pelican-panel").manifest
+    assert deployment.get("metadata", "labels", "app.kubernetes.io/instance") == "pelican"
+
+
+def test_sops_files_are_never_read_as_plaintext(example_catalogue):
+    secrets = [m for m in example_catalogue.manifests if m.kind == "Secret"]
+    assert secrets and all(m.encrypted for m in secrets)
+    for secret in secrets:
+        for key in ("data", "stringData"):
+            assert all(value == "<redacted>" for value in (secret.obj.get(key) or {}).values())
+
+
+def test_components_and_namespace_kustomizations_are_followed(example_catalogue):
+    # Namespaces come from namespace folders reached through kustomization.yaml resources.
+    assert RUNBOOK_APPS <= example_catalogue.namespaces
+    assert not example_catalogue.broken_references
+
+
+def test_a_folder_without_kustomization_includes_every_manifest(tmp_path):
+    write(tmp_path, "kubernetes/flux/ks.yaml", FLUX_KS.format(name="web", path="./kubernetes/apps/web/web/app"))
+    write(tmp_path, "kubernetes/apps/web/web/ks.yaml", FLUX_KS.format(name="web", path="./kubernetes/apps/web/web/app"))
+    write(tmp_path, "kubernetes/apps/web/web/app/pvc.yaml", PVC)
+    write(tmp_path, "kubernetes/apps/web/web/app/nested/more.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: c}\n")
+    catalogue = build_catalogue(tmp_path)
+    assert {m.name for m in catalogue.deployed()} >= {"data", "c"}
+    (app,) = catalogue.apps
+    assert app.namespace == "web"  # from targetNamespace
+
+
+def test_velero_helm_values_schedules_are_catalogued(tmp_path):
+    write(tmp_path, "kubernetes/apps/velero/velero/app/helmrelease.yaml", """
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: velero, namespace: velero}
+spec:
+  chart: {spec: {chart: velero, sourceRef: {kind: HelmRepository, name: vmware-tanzu}}}
+  values:
+    configuration:
+      backupStorageLocation:
+        name: default
+        provider: aws
+    schedules:
+      web-daily:
+        schedule: "0 3 * * *"
+        template: {includedNamespaces: [web], ttl: 240h}
+      retired: {disabled: true, schedule: "@daily"}
+""")
+    catalogue = build_catalogue(tmp_path)
+    (schedule,) = catalogue.schedules
+    assert schedule.name == "velero-web-daily"
+    assert schedule.from_helm_values
+    assert schedule.template["ttl"] == "240h"
+    assert str(schedule.location("template", "ttl")).endswith("helmrelease.yaml:15")
+    assert [s.name for s in catalogue.storage_locations] == ["default"]  # the chart's pre-5.0 mapping form
+
+
+def test_a_broken_file_is_reported_and_the_rest_still_read(tmp_path):
+    write(tmp_path, "a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n")
+    write(tmp_path, "b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n")
+    write(tmp_path, "c.yaml", "kind: ConfigMap\nmetadata: {name: no-api-version}\n")
+    catalogue = build_catalogue(tmp_path)
+    assert [m.name for m in catalogue.manifests] == ["ok"]
+    problems = sorted(str(e) for e in catalogue.errors)
+    assert problems[0].startswith("b.yaml:")
+    assert problems[1].startswith("c.yaml:1: looks like a Kubernetes object but has no `apiVersion`")
+
+
+FLUX_KS = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: {name}, namespace: flux-system}}
+spec:
+  path: {path}
+  targetNamespace: web
+  interval: 1h
+  prune: true
+  sourceRef: {{kind: GitRepository, name: flux-system}}
+"""
+PVC = """apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+"""
+
+
+def write(root: Path, relative: str, text: str) -> None:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
