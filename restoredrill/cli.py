@@ -13,7 +13,12 @@ from collections.abc import Sequence
 
 from restoredrill.errors import RestoreDrillError
 
-COMMAND_MODULES: tuple[str, ...] = ("restoredrill.report",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "restoredrill.report",
+    "restoredrill.schemas",
+    "restoredrill.toolchain.commands",
+    "restoredrill.cluster.commands",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -297,3 +297,17 @@ def _validate_scalar(value: Any, schema: Mapping[str, Any], expected: str, path:
 def _type_name(value: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer",
             float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _command(args: Any) -> int:
+    for folder in fetch_crds():
+        print(f"{folder}  ({(folder / _STAMP).read_text().strip()})")
+    return 0
+
+
+def add_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser(
+        "schemas", help="fetch the pinned CRD schemas into the cache",
+        description="Fetch the CRDs of the modules pinned in restoredrill/pins.toml (Velero, CloudNativePG, Flux, "
+                    "Gateway API) from the Go module proxy into the cache, for the static suite's crd-schema rule.")
+    parser.set_defaults(func=_command)

@@ -1,0 +1,30 @@
+# The two commands of the README: `make drill` (the main job) and `make test` (restoredrill's own tests).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTEST_ARGS ?=
+
+.PHONY: drill test setup report
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@echo "[setup] creating $(VENV) and installing restoredrill with its test tools"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+# The main job: the static backup-policy suite on the GitOps repo (default: the bundled example),
+# then the HTML report. The pytest exit status is kept, so a failing policy fails the job.
+drill: setup
+	$(BIN)/restoredrill schemas
+	$(BIN)/pytest suites -m static $(PYTEST_ARGS); status=$$?; \
+	  $(BIN)/restoredrill report; exit $$status
+
+report: setup
+	$(BIN)/restoredrill report
+
+test: setup
+	$(BIN)/restoredrill schemas
+	$(BIN)/pytest tests $(PYTEST_ARGS)
