@@ -606,7 +606,7 @@ def _workload(manifest: Manifest) -> Workload | None:
     template = dig(manifest.obj, template_path)
     if not isinstance(template, dict):
         return None
-    spec = template.get("spec") if isinstance(template.get("spec"), dict) else {}
+    spec: dict[str, Any] = template["spec"] if isinstance(template.get("spec"), dict) else {}
     containers: list[Container] = []
     for key in ("initContainers", "containers"):
         for i, container in enumerate(spec.get(key) or []):
@@ -619,9 +619,8 @@ def _workload(manifest: Manifest) -> Workload | None:
         if isinstance(volume, dict) and isinstance(volume.get("persistentVolumeClaim"), dict)
         and volume["persistentVolumeClaim"].get("claimName")
     )
-    metadata = template.get("metadata") if isinstance(template.get("metadata"), dict) else {}
-    if manifest.kind == "Pod":
-        metadata = manifest.obj.get("metadata") or {}
+    owner = manifest.obj if manifest.kind == "Pod" else template
+    metadata: dict[str, Any] = owner["metadata"] if isinstance(owner.get("metadata"), dict) else {}
     return Workload(
         manifest=manifest,
         pod_template_path=template_path,

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 from restoredrill.catalogue import (
-    CNPG_GROUP,
     App,
     Catalogue,
     CnpgCluster,
@@ -98,10 +97,14 @@ def _with_severity(finding: Finding, severity: Severity) -> Finding:
 RULES: dict[str, Rule] = {}
 
 
+Check = Callable[[Subject, RuleContext], list[Finding]]
+ScheduleCheck = Callable[[Schedule, RuleContext], list[Finding]]
+
+
 def rule(*, id: str, title: str, runbook: str, severity: Severity = "error",
-         subjects: Callable[[RuleContext], list[Subject]]
-         ) -> Callable[[Callable[[Subject, RuleContext], list[Finding]]], Callable[[Subject, RuleContext], list[Finding]]]:
-    def register(check: Callable[[Subject, RuleContext], list[Finding]]) -> Callable[[Subject, RuleContext], list[Finding]]:
+         subjects: Callable[[RuleContext], list[Subject]]) -> Callable[[Check], Check]:
+    """Register a check under a rule id; the static suite picks it up by that id."""
+    def register(check: Check) -> Check:
         RULES[id] = Rule(id=id, title=title, runbook=runbook, severity=severity, subjects=subjects, check=check)
         return check
     return register
@@ -298,9 +301,9 @@ def namespace_covered(subject: Subject, context: RuleContext) -> list[Finding]:
         "backup_required: false with a reason in the drill config")]
 
 
-def _schedule_rule(rule_id: str, title: str) -> Callable[
-        [Callable[[Schedule, RuleContext], list[Finding]]], Callable[[Subject, RuleContext], list[Finding]]]:
-    def register(check: Callable[[Schedule, RuleContext], list[Finding]]) -> Callable[[Subject, RuleContext], list[Finding]]:
+def _schedule_rule(rule_id: str, title: str) -> Callable[[ScheduleCheck], Check]:
+    """A rule over every Schedule, whose check takes the Schedule itself."""
+    def register(check: ScheduleCheck) -> Check:
         def run(subject: Subject, context: RuleContext) -> list[Finding]:
             return check(subject.value, context)
         return rule(id=rule_id, title=title, runbook="Adding a Backup Schedule", subjects=_schedule_subjects)(run)
@@ -466,8 +469,8 @@ def _hooks_for(workload: Workload, context: RuleContext) -> list[_Hook]:
                     exec_hook = hook.get("exec") if isinstance(hook, dict) else None
                     if not isinstance(exec_hook, dict):
                         continue
-                    command = exec_hook.get("command") or []
-                    text = " ".join(str(c) for c in command) if isinstance(command, list) else str(command)
+                    raw = exec_hook.get("command") or []
+                    text = " ".join(str(c) for c in raw) if isinstance(raw, list) else str(raw)
                     hooks.append(_Hook(phase, exec_hook.get("container"), text,
                                        schedule.location("template", "hooks", "resources", index, phase, position),
                                        schedule.manifest))
@@ -602,7 +605,7 @@ def crd_schema(subject: Subject, context: RuleContext) -> list[Finding]:
         spec_schema = (schema or {}).get("properties", {}).get("spec", {})
         values = {k: v for k, v in schedule.spec.items() if k not in ("disabled", "labels", "annotations")}
         problems = validate(values, spec_schema)
-        return [_finding("crd-schema", schedule.manifest, schedule.location(*p.path), schedule.ref,  # type: ignore[arg-type]
+        return [_finding("crd-schema", schedule.manifest, schedule.location(*p.path), schedule.ref,
                          f"spec.{p.dotted}: {p.message}", _schema_fix(p.message, "velero.io/v1 Schedule", schemas,
                                                                      "velero.io"))
                 for p in problems]

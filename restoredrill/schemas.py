@@ -239,9 +239,8 @@ def _validate_object(value: dict[str, Any], schema: Mapping[str, Any], path: tup
             yield from _validate(item, properties[key], (*path, key))
         elif isinstance(additional, dict):
             yield from _validate(item, additional, (*path, key))
-        elif (root or embedded) and key in _ROOT_FIELDS:
-            continue
-        elif preserve or additional is True or (not properties and additional is None):
+        elif (((root or embedded) and key in _ROOT_FIELDS) or preserve or additional is True
+              or (not properties and additional is None)):
             continue
         else:
             yield SchemaProblem((*path, key), _unknown_field_message(str(key), properties))
@@ -281,17 +280,15 @@ def _validate_scalar(value: Any, schema: Mapping[str, Any], expected: str, path:
                 yield SchemaProblem(path, f"{value!r} does not match the pattern {pattern}")
         except re.error:
             pass  # a Go RE2 construct Python does not read; the API server will still check it
-    for bound, compare, word in (("minimum", lambda a, b: a < b, "at least"),
-                                 ("maximum", lambda a, b: a > b, "at most")):
-        limit = schema.get(bound)
-        if limit is not None and isinstance(value, int | float) and not isinstance(value, bool) \
-                and compare(value, limit):
-            yield SchemaProblem(path, f"must be {word} {limit}, not {value}")
-    for bound, compare, word in (("minLength", lambda a, b: a < b, "at least"),
-                                 ("maxLength", lambda a, b: a > b, "at most")):
-        limit = schema.get(bound)
-        if limit is not None and isinstance(value, str) and compare(len(value), limit):
-            yield SchemaProblem(path, f"must be {word} {limit} characters long")
+    number = value if isinstance(value, int | float) and not isinstance(value, bool) else None
+    if number is not None and schema.get("minimum") is not None and number < schema["minimum"]:
+        yield SchemaProblem(path, f"must be at least {schema['minimum']}, not {number}")
+    if number is not None and schema.get("maximum") is not None and number > schema["maximum"]:
+        yield SchemaProblem(path, f"must be at most {schema['maximum']}, not {number}")
+    if isinstance(value, str) and schema.get("minLength") is not None and len(value) < schema["minLength"]:
+        yield SchemaProblem(path, f"must be at least {schema['minLength']} characters long")
+    if isinstance(value, str) and schema.get("maxLength") is not None and len(value) > schema["maxLength"]:
+        yield SchemaProblem(path, f"must be at most {schema['maxLength']} characters long")
 
 
 def _type_name(value: Any) -> str:

@@ -48,5 +48,5 @@ def test_html_report_is_one_self_contained_file(reports, tmp_path):
 
 
 def test_no_results_is_a_clear_error(tmp_path):
-    with pytest.raises(ConfigError, match="(?s)no Allure results in .*fix: run the suites first"):
+    with pytest.raises(ConfigError, match=r"(?s)no Allure results in .*fix: run the suites first"):
         render_html(results_dir=tmp_path, output_dir=tmp_path / "html")

@@ -36,7 +36,8 @@ def problems(spec):
 def test_a_valid_object_has_no_problems():
     assert problems({"schedule": "x", "paused": False, "replicas": 2, "port": "http", "mode": "Fail",
                      "labels": {"a": "b"}, "values": {"anything": {"goes": 1}}, "items": [{"name": "a"}],
-                     "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"x": 1}, "spec": {"a": "b"}}}) == set()
+                     "template": {"apiVersion": "v1", "kind": "Pod", "metadata": {"x": 1},
+                                  "spec": {"a": "b"}}}) == set()
 
 
 def test_unknown_field_with_wrong_case_suggests_the_real_name():
