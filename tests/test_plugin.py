@@ -119,3 +119,13 @@ def test_runs_under_xdist(suite):
     summary = json.loads((suite.path / "reports/summary.json").read_text())
     assert summary["totals"]["passed"] == result.parseoutcomes()["passed"]
     assert all("app" in r or r["nodeid"] for r in summary["results"])
+
+
+def test_missing_schemas_fail_the_schema_rule_and_say_how_to_get_them(suite, tmp_path, monkeypatch):
+    monkeypatch.setenv("RESTOREDRILL_CACHE", str(tmp_path / "empty-cache"))
+    result = run(suite, "--fetch-schemas", "false")
+    outcomes = result.parseoutcomes()
+    schema_tests = [line for line in result.stdout.lines if line.startswith("FAILED") and "crd_schema" in line]
+    assert outcomes["failed"] == len(schema_tests) > 20
+    result.stdout.fnmatch_lines(["*rule crd-schema could not be checked: the pinned CRD schemas are not in*",
+                                 "*fix: run `restoredrill schemas`*"])
