@@ -28,6 +28,7 @@ DEFAULT_TIMEOUTS: Mapping[str, float] = {
     "flux_reconcile": 300,
     "cnpg_cluster_ready": 600,
     "command": 120,
+    "image_load": 600,
 }
 
 

@@ -1,0 +1,107 @@
+"""Small helpers every module uses to talk to a cluster: an API client, and kubectl.
+
+Both take the kubeconfig and context explicitly, so nothing ever lands on whatever cluster the
+user's `$KUBECONFIG` happens to point at.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+
+from restoredrill.errors import CommandError, ConfigError, MissingToolError
+
+# An explicit kubectl (for example the one `restoredrill toolchain` built) wins over PATH.
+KUBECTL_ENV = "RESTOREDRILL_KUBECTL"
+
+KUBECTL_REMEDY = (
+    "run `restoredrill toolchain` to build kubectl from the pinned Kubernetes module, then put its "
+    f"directory on PATH or set {KUBECTL_ENV} to the binary; or install kubectl from your distribution"
+)
+
+
+def load_api_client(kubeconfig: Path, context: str | None, *, retries: int | None = None) -> client.ApiClient:
+    """An API client for `context` in `kubeconfig` (its current context when None).
+
+    `retries` caps urllib3's retries per request; a reachability probe passes 0 so an unreachable
+    server fails at once instead of after several silent retries.
+    """
+    if not kubeconfig.is_file():
+        raise ConfigError(
+            f"kubeconfig {kubeconfig} does not exist",
+            remedy="pass the path of an existing kubeconfig file (the provider's --kubeconfig setting)",
+        )
+    configuration = client.Configuration()
+    try:
+        config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(kubeconfig), context=context, client_configuration=configuration
+        )
+    except ConfigException as error:
+        raise ConfigError(
+            f"cannot use context {context or '(current-context)'} of kubeconfig {kubeconfig}: {error}",
+            remedy=f"list the contexts with `kubectl --kubeconfig {kubeconfig} config get-contexts` "
+            "and pass one of them",
+        ) from error
+    if retries is not None:
+        configuration.retries = retries
+    return client.ApiClient(configuration)
+
+
+def find_kubectl() -> str:
+    """The kubectl to run: `$RESTOREDRILL_KUBECTL` if set, else the first on PATH."""
+    explicit = os.environ.get(KUBECTL_ENV)
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise MissingToolError(
+                "kubectl", remedy=f"{KUBECTL_ENV}={explicit} is not an executable file; " + KUBECTL_REMEDY
+            )
+        return explicit
+    found = shutil.which("kubectl")
+    if found is None:
+        raise MissingToolError("kubectl", remedy=KUBECTL_REMEDY)
+    return found
+
+
+def run_kubectl(
+    args: Sequence[str],
+    *,
+    kubeconfig: Path,
+    context: str | None,
+    timeout: float,
+    input: str | None = None,
+    kubectl: str | None = None,
+) -> str:
+    """Run kubectl against exactly this kubeconfig/context and return its stdout.
+
+    Raises `CommandError` (with stderr) on a non-zero exit or when `timeout` seconds pass.
+    """
+    command = [kubectl or find_kubectl(), f"--kubeconfig={kubeconfig}"]
+    if context:
+        command.append(f"--context={context}")
+    command.extend(args)
+    try:
+        completed = subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CommandError(command, returncode=None, output=_text(error.stdout) + _text(error.stderr)) from error
+    if completed.returncode != 0:
+        raise CommandError(command, returncode=completed.returncode, output=completed.stdout + completed.stderr)
+    return completed.stdout
+
+
+def _text(data: str | bytes | None) -> str:
+    if data is None:
+        return ""
+    return data.decode(errors="replace") if isinstance(data, bytes) else data
