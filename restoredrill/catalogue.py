@@ -384,7 +384,7 @@ class _Builder:
             schedules=tuple(_schedules(manifests)),
             storage_locations=tuple(_storage_locations(manifests)),
             velero_defaults=defaults,
-            workloads=tuple(w for m in manifests if (w := _workload(m)) is not None),
+            workloads=tuple(w for m in manifests for w in _workloads(m)),
             volume_claims=tuple(_volume_claims(manifests)),
             cnpg_clusters=tuple(CnpgCluster(m) for m in manifests
                                 if m.group == CNPG_GROUP and m.kind == "Cluster"),
@@ -597,6 +597,46 @@ def _substitute(document: Document, variables: Mapping[str, str]) -> Document:
 # ---------------------------------------------------------------------------------------------
 # Deriving objects of interest
 # ---------------------------------------------------------------------------------------------
+
+
+def _workloads(manifest: Manifest) -> Iterable[Workload]:
+    """Pod-running objects: workload manifests, and the controllers of an app-template HelmRelease."""
+    if manifest.group == HELM_GROUP and manifest.kind == "HelmRelease":
+        yield from _helm_app_template_workloads(manifest)
+    else:
+        workload = _workload(manifest)
+        if workload is not None:
+            yield workload
+
+
+def _helm_app_template_workloads(m: Manifest) -> Iterable[Workload]:
+    """Pods the bjw-s app-template chart runs, from `controllers.<name>.containers` values: most
+    home-ops repos deploy every app, databases included, this way."""
+    controllers = m.get("spec", "values", "controllers")
+    if not isinstance(controllers, dict):
+        return
+    release = str(m.get("spec", "releaseName") or m.name)
+    defaults = m.get("spec", "values", "defaultPodOptions") or {}
+    for key, controller in controllers.items():
+        if not isinstance(controller, dict) or controller.get("enabled") is False:
+            continue
+        path: FieldPath = ("spec", "values", "controllers", key)
+        containers = []
+        for name, container in (controller.get("containers") or {}).items():
+            image = container.get("image") if isinstance(container, dict) else None
+            if isinstance(image, dict) and image.get("repository"):
+                tag = f":{image['tag']}" if image.get("tag") else ""
+                containers.append(Container(name=str(name), image=f"{image['repository']}{tag}",
+                                            field_path=(*path, "containers", name)))
+        pod: dict[str, Any] = controller["pod"] if isinstance(controller.get("pod"), dict) else {}
+        labels = {"app.kubernetes.io/name": release, "app.kubernetes.io/instance": release,
+                  "app.kubernetes.io/controller": str(key)}
+        labels.update({str(k): str(v) for k, v in (pod.get("labels") or {}).items()})
+        annotations = {str(k): str(v) for k, v in ((defaults.get("annotations") if isinstance(defaults, dict)
+                                                   else None) or {}).items()}
+        annotations.update({str(k): str(v) for k, v in (pod.get("annotations") or {}).items()})
+        yield Workload(manifest=m, pod_template_path=path, pod_labels=labels, pod_annotations=annotations,
+                       containers=tuple(containers), claim_names=())
 
 
 def _workload(manifest: Manifest) -> Workload | None:

@@ -161,7 +161,9 @@ def _database_container(workload: Workload) -> tuple[str, str] | None:
 
 def _database_subjects(context: RuleContext) -> list[Subject]:
     catalogue = context.catalogue
-    return [Subject(id=f"{w.namespace}/{w.manifest.name}", app=_app_name(catalogue, w.manifest.path), value=w)
+    return [Subject(id=f"{w.namespace}/{w.manifest.name}" + (f"/{w.pod_template_path[-1]}" if
+                                                                 w.manifest.kind == "HelmRelease" else ""),
+                    app=_app_name(catalogue, w.manifest.path), value=w)
             for w in catalogue.workloads
             if w.manifest.deployed_by is not None and _database_container(w) is not None
             and "cnpg.io/cluster" not in w.pod_labels]

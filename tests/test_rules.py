@@ -254,3 +254,40 @@ def test_crd_schema_rejects_an_unserved_api_version(example_repo):
     finding = only(example_repo.findings("crd-schema"))
     assert "velero.io/v2 is not served for Schedule" in finding.problem
     assert finding.fix == "use apiVersion velero.io/v1"
+
+
+APP_TEMPLATE_RELEASE = """apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: wiki}}
+spec:
+  interval: 1h
+  chart: {{spec: {{chart: app-template, sourceRef: {{kind: HelmRepository, name: bjw-s}}}}}}
+  values:
+    controllers:
+      db:
+        pod:
+          annotations: {annotations}
+        containers:
+          mariadb:
+            image: {{repository: docker.io/library/mariadb, tag: 11.4.5}}
+      wiki:
+        containers:
+          app:
+            image: {{repository: ghcr.io/example/wiki, tag: 1.0.0}}
+"""
+
+
+def test_app_template_helm_releases_are_checked_for_database_hooks(example_repo):
+    example_repo.write("kubernetes/apps/pelican/pelican/app/wiki.yaml", APP_TEMPLATE_RELEASE.format(annotations="{}"))
+    example_repo.replace("kubernetes/apps/pelican/pelican/app/kustomization.yaml", "  - ./httproute.yaml\n",
+                         "  - ./httproute.yaml\n  - ./wiki.yaml\n")
+    findings = example_repo.findings("database-hooks")
+    assert {f.subject for f in findings} == {"HelmRelease pelican/wiki"}, rendered(findings)
+    assert "container 'mariadb'" in findings[0].problem
+
+    held = ('{"pre.hook.backup.velero.io/container": mariadb, "pre.hook.backup.velero.io/command": '
+            '"[\\"/bin/sh\\", \\"-c\\", \\"mariadb -e \'FLUSH TABLES WITH READ LOCK; SELECT SLEEP(600)\' &\\"]", '
+            '"post.hook.backup.velero.io/container": mariadb, "post.hook.backup.velero.io/command": '
+            '"[\\"/bin/sh\\", \\"-c\\", \\"pkill -f SLEEP\\"]"}')
+    example_repo.write("kubernetes/apps/pelican/pelican/app/wiki.yaml", APP_TEMPLATE_RELEASE.format(annotations=held))
+    assert example_repo.findings("database-hooks") == []
