@@ -5,4 +5,6 @@ pytest_plugins = (
     "fixtures.gitops",
     "fixtures.static",
     "fixtures.reporting",
+    "fixtures.cluster",
+    "fixtures.platform",
 )
