@@ -1,0 +1,134 @@
+"""Figures of the backup platform on a running cluster, printed (not asserted).
+
+  time from an empty cluster to all four components ready (object store, Velero + node-agent,
+      CNPG, Flux), per step and in total (aim: 120 s warm on 2 cores)
+  memory they use: working set per component namespace, from the kubelet's summary API
+  one PVC (1 MiB of data) backed up with fs-backup, and restored: seconds for each
+
+The cluster must be up (`restoredrill cluster up`, or kind) and, on the local provider, the images
+built and loaded (`restoredrill.platform.images.build_local_images`). `--fresh` uninstalls the
+platform first, so the install is timed from an empty cluster.
+
+Run: `.venv/bin/python bench/platform.py --kubeconfig PATH [--provider local] [--fresh]`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file shares its name with the standard library's `platform` module (which uuid, pydantic
+# and others import): run as a script, its own folder must not shadow it.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from typing import Any  # noqa: E402
+
+from restoredrill.cluster import ClusterHandle  # noqa: E402
+from restoredrill.cluster.namespaces import create_owned_namespace, delete_owned_namespace, new_run_id  # noqa: E402
+from restoredrill.kube import load_api_client  # noqa: E402
+from restoredrill.pins import cache_dir  # noqa: E402
+from restoredrill.platform import PlatformContext, PlatformStack  # noqa: E402
+from restoredrill.platform.images import platform_image_set  # noqa: E402
+from restoredrill.platform.velero import PodVolume  # noqa: E402
+from restoredrill.waits import DEFAULT_TIMEOUTS  # noqa: E402
+
+MIB = 1024 * 1024
+COMPONENT_NAMESPACES = {"object store": None, "velero": "velero", "cnpg": "cnpg-system", "flux": "flux-system"}
+
+
+def memory_by_namespace(ctx: PlatformContext) -> dict[str, int]:
+    """Working-set bytes of all pods per namespace, summed over nodes (kubelet summary API)."""
+    totals: dict[str, int] = {}
+    for node in ctx.core.list_node().items:
+        name = node.metadata.name if node.metadata else ""
+        raw = ctx.kubectl(["get", "--raw", f"/api/v1/nodes/{name}/proxy/stats/summary"])
+        for pod in json.loads(raw).get("pods", []):
+            namespace = pod["podRef"]["namespace"]
+            totals[namespace] = totals.get(namespace, 0) + int((pod.get("memory") or {}).get("workingSetBytes", 0))
+    return totals
+
+
+def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float, float]:
+    run_id = new_run_id()
+    namespace = f"rd-bench-{uuid.uuid4().hex[:6]}"
+    create_owned_namespace(ctx.api, namespace, run_id=run_id)
+    try:
+        ctx.apply([
+            {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data", "namespace": namespace},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "64Mi"}}}},
+            {"apiVersion": "v1", "kind": "Pod",
+             "metadata": {"name": "writer", "namespace": namespace, "labels": {"app": "writer"}},
+             "spec": {"containers": [{"name": "writer", "image": ctx.images["busybox"],
+                                      "imagePullPolicy": "IfNotPresent",
+                                      "command": ["sh", "-c", "[ -f /data/file ] || head -c 1048576 /dev/urandom "
+                                                  "> /data/file; exec sleep 100000"],
+                                      "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                      "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data"}}],
+                      "terminationGracePeriodSeconds": 1}},
+        ])
+        ctx.wait_for_pods_ready(namespace=namespace, selector="app=writer", what="writer", expected=1,
+                                timeout_name="pod_ready")
+        backup = f"{namespace}-b"
+        started = time.monotonic()
+        stack.velero.create_backup_from_schedule_template(
+            {"includedNamespaces": [namespace], "defaultVolumesToFsBackup": True, "storageLocation": "default",
+             "ttl": "1h0m0s"}, backup)
+        stack.velero.wait_for_backup(backup)
+        backup_seconds = time.monotonic() - started
+        stack.velero.check_pod_volume_backups(backup, [PodVolume(namespace, "writer", "data")])
+        delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=DEFAULT_TIMEOUTS["namespace_deleted"])
+        restore = f"{namespace}-r"
+        started = time.monotonic()
+        stack.velero.create_restore(restore, backup_name=backup, included_namespaces=[namespace])
+        stack.velero.wait_for_pod_volume_restores(restore, expected=1)
+        restore_seconds = time.monotonic() - started
+        return backup_seconds, restore_seconds
+    finally:
+        delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=DEFAULT_TIMEOUTS["namespace_deleted"])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--context", default=None)
+    parser.add_argument("--provider", default="local", choices=("local", "kind"))
+    parser.add_argument("--object-store", default="minio", choices=("minio", "seaweedfs"))
+    parser.add_argument("--data-dir", type=Path, default=None, help="object store host directory")
+    parser.add_argument("--fresh", action="store_true", help="uninstall the platform first (time from empty)")
+    args = parser.parse_args()
+
+    cluster = ClusterHandle(provider=args.provider, name="bench", kubeconfig=args.kubeconfig, context=args.context,
+                            created_by_us=False)
+    ctx = PlatformContext(cluster=cluster, api=load_api_client(args.kubeconfig, args.context),
+                          images=platform_image_set(args.provider), out=lambda line: None)
+    data_dir = (args.data_dir or cache_dir() / "object-store" / f"bench-{args.object_store}").resolve()
+    if args.fresh:
+        PlatformStack.create(ctx, object_store=args.object_store, data_dir=data_dir, reuse_installed=False).uninstall()
+    stack = PlatformStack.create(ctx, object_store=args.object_store, data_dir=data_dir,
+                                 reuse_installed=not args.fresh)
+    seconds = stack.install()
+    for step, value in seconds.items():
+        print(f"install {step:28} {value:7.1f} s")
+    memory = memory_by_namespace(ctx)
+    store_ns = stack.object_store.namespace
+    for component, namespace in COMPONENT_NAMESPACES.items():
+        used = memory.get(namespace or store_ns, 0)
+        print(f"memory  {component:28} {used / MIB:7.1f} MiB")
+    backup_seconds, restore_seconds = single_pvc_drill(stack, ctx)
+    print(f"single-PVC fs-backup                 {backup_seconds:7.1f} s")
+    print(f"single-PVC restore (PVRs Completed)  {restore_seconds:7.1f} s")
+    summary: dict[str, Any] = {"install": seconds, "memory_mib": {k: round(memory.get(v or store_ns, 0) / MIB, 1)
+                                                                   for k, v in COMPONENT_NAMESPACES.items()},
+                               "backup_seconds": round(backup_seconds, 1), "restore_seconds": round(restore_seconds, 1)}
+    print(json.dumps(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
