@@ -3,7 +3,6 @@ the way the README tells users to, with the versions the kind provider is writte
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -13,22 +12,23 @@ import pytest
 import yaml
 
 from restoredrill.cluster import kind
+from restoredrill.errors import MissingToolError
+from restoredrill.toolchain import GoToolchain
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOW = ROOT / ".github" / "workflows" / "nightly-restore-drill.yml"
-ACTIONLINT_VERSION = "v1.7.12"
-CACHE_BIN = Path(os.environ.get("HOME", "~")).expanduser() / ".cache" / "restoredrill" / "bin"
-BUILD_ACTIONLINT = (
-    f"GOBIN=$HOME/.cache/restoredrill/bin go install github.com/rhysd/actionlint/cmd/actionlint@{ACTIONLINT_VERSION}"
-)
 
 
 def actionlint() -> str:
-    """actionlint from the restoredrill cache or PATH; a missing linter fails, it does not skip."""
-    for candidate in (CACHE_BIN / "actionlint", shutil.which("actionlint")):
-        if candidate and os.access(candidate, os.X_OK):
-            return str(candidate)
-    pytest.fail(f"actionlint is not built; build it from the Go module proxy with:\n  {BUILD_ACTIONLINT}")
+    """actionlint pinned in pins.toml and built by the toolchain, or from PATH; a missing linter
+    fails, it does not skip."""
+    try:
+        return str(GoToolchain().binary("actionlint"))
+    except MissingToolError as error:
+        on_path = shutil.which("actionlint")
+        if on_path:
+            return on_path
+        pytest.fail(f"actionlint is not built: {error}")
 
 
 def run_actionlint(path: Path) -> subprocess.CompletedProcess[str]:
