@@ -285,11 +285,8 @@ def namespace_covered(subject: Subject, context: RuleContext) -> list[Finding]:
     override = context.config.apps.get(subject.app or "") or context.config.apps.get(namespace)
     if override is not None and not override.backup_required:
         return []
-    for schedule in catalogue.schedules:
-        included = [str(n) for n in schedule.template.get("includedNamespaces") or ["*"]]
-        excluded = [str(n) for n in schedule.template.get("excludedNamespaces") or []]
-        if (namespace in included or "*" in included) and namespace not in excluded:
-            return []
+    if any(_includes_namespace(schedule.template, namespace) for schedule in catalogue.schedules):
+        return []
     claims = [c for c in catalogue.volume_claims if c.namespace == namespace and c.manifest.deployed_by]
     first = claims[0]
     what = ", ".join(f"{c.origin} {c.name}" for c in claims[:4])
