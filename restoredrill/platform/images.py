@@ -25,8 +25,30 @@ from restoredrill.images.oci import DirEntry, FileEntry, ImageSpec, SymlinkEntry
 from restoredrill.pins import cache_dir, load_pins
 from restoredrill.toolchain.gobuild import GoToolchain
 
+# Go's name for this machine's architecture, as CNPG's operator/manager_<GOARCH> expects.
+GOARCH = {"x86_64": "amd64", "aarch64": "arm64"}.get(os.uname().machine, os.uname().machine)
+
 DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
+APT_SOURCES = (Path("/etc/apt/sources.list.d"), Path("/etc/apt/sources.list"))
+
+
+def apt_mirror(suite: str = DEBIAN_SUITE) -> str:
+    """The Debian mirror apt on this machine uses for `suite`: debootstrap fetches from the same one."""
+    files = [f for folder in APT_SOURCES[:1] if folder.is_dir() for f in sorted(folder.glob("*.sources"))]
+    for path in files:
+        for stanza in path.read_text().split("\n\n"):
+            fields = dict(line.split(":", 1) for line in stanza.splitlines()
+                          if ":" in line and not line.startswith("#"))
+            if suite in fields.get("Suites", "").split() and "deb" in fields.get("Types", "").split():
+                return fields["URIs"].split()[0]
+    legacy = APT_SOURCES[1]
+    if legacy.is_file():
+        for line in legacy.read_text().splitlines():
+            parts = line.split()
+            if len(parts) >= 3 and parts[0] == "deb" and parts[2] == suite:
+                return parts[1]
+    raise ConfigError(f"apt has no source for Debian {suite} (looked in {', '.join(map(str, APT_SOURCES))})",
+                      remedy=f"add a Debian {suite} source for apt; debootstrap uses the same mirror")
 DEBOOTSTRAP_TIMEOUT = 30 * 60
 # CNPG runs PostgreSQL as 26:26 unless the Cluster says otherwise (postgresUID/postgresGID).
 POSTGRES_UID = 26
@@ -128,8 +150,14 @@ def seaweedfs_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
 @register_image("cnpg-operator")
 def cnpg_operator_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
     # The bootstrap init container of every instance pod copies /manager out of this image, so it
-    # must sit at /manager with WORKDIR /.
-    return _nonroot(static_binary_image(reference, toolchain.binary("manager"), path="/manager"), user="10001:10001")
+    # must sit at /manager with WORKDIR /. The operator also looks for operator/manager_<GOARCH>
+    # (relative to WORKDIR) to learn which instance-manager architectures it can hand out; without
+    # it every Cluster fails with "invalid architecture: amd64".
+    manager = toolchain.binary("manager")
+    spec = static_binary_image(reference, manager, path="/manager")
+    spec = ImageSpec(reference=spec.reference, entrypoint=spec.entrypoint, cmd=spec.cmd,
+                     entries=(*spec.entries, FileEntry(f"/operator/manager_{GOARCH}", source=manager)))
+    return _nonroot(spec, user="10001:10001")
 
 
 @register_image("source-controller")
@@ -167,8 +195,9 @@ def rootfs_dir(name: str, *, cache: Path | None = None) -> Path:
 
 
 def debootstrap_rootfs(target: Path, *, packages: Iterable[str], suite: str = DEBIAN_SUITE,
-                       mirror: str = DEBIAN_MIRROR, out: Callable[[str], None] = print) -> Path:
+                       mirror: str | None = None, out: Callable[[str], None] = print) -> Path:
     """A minbase Debian root filesystem with `packages` at `target`; reused when its stamp matches."""
+    mirror = mirror or apt_mirror(suite)
     wanted = f"{suite} {mirror} {','.join(sorted(packages))}"
     stamp = target / STAMP
     if stamp.is_file() and stamp.read_text() == wanted:
