@@ -278,8 +278,9 @@ def check_pods_can_start(pods: Iterable[client.V1Pod]) -> None:
                 raise ImageMissingError(
                     container.image, pod=pod_name(pod), reason=waiting.reason,
                     message=(waiting.message or "").strip()[:300],
-                    remedy="on the local provider build and load it (`restoredrill images`); on kind the "
-                    "image must be pullable or loaded with `kind load`",
+                    remedy="on the local provider the platform fixtures build and load it "
+                           "(restoredrill.platform.images.build_local_images); on kind the image must be "
+                           "pullable or loaded with `kind load`",
                 )
             if waiting.reason in CRASH_FAILURES and (container.restart_count or 0) >= 2:
                 last = container.last_state.terminated if container.last_state is not None else None

@@ -9,7 +9,7 @@ The cluster must be up (`restoredrill cluster up`, or kind) and, on the local pr
 built and loaded (`restoredrill.platform.images.build_local_images`). `--fresh` uninstalls the
 platform first, so the install is timed from an empty cluster.
 
-Run: `.venv/bin/python bench/platform.py --kubeconfig PATH [--provider local] [--fresh]`.
+Run: `.venv/bin/python bench/backup_platform.py --kubeconfig PATH [--provider local] [--fresh]`.
 """
 
 from __future__ import annotations
@@ -17,26 +17,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# This file shares its name with the standard library's `platform` module (which uuid, pydantic
-# and others import): run as a script, its own folder must not shadow it.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
-sys.path.insert(0, str(_HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from typing import Any  # noqa: E402
+import argparse
+import json
+import time
+import uuid
+from typing import Any
 
-from restoredrill.cluster import ClusterHandle  # noqa: E402
-from restoredrill.cluster.namespaces import create_owned_namespace, delete_owned_namespace, new_run_id  # noqa: E402
-from restoredrill.kube import load_api_client  # noqa: E402
-from restoredrill.pins import cache_dir  # noqa: E402
-from restoredrill.platform import PlatformContext, PlatformStack  # noqa: E402
-from restoredrill.platform.images import platform_image_set  # noqa: E402
-from restoredrill.platform.velero import PodVolume  # noqa: E402
-from restoredrill.waits import DEFAULT_TIMEOUTS  # noqa: E402
+from restoredrill.cluster import ClusterHandle
+from restoredrill.cluster.local import LocalCluster, LocalClusterConfig
+from restoredrill.cluster.namespaces import create_owned_namespace, delete_owned_namespace, new_run_id
+from restoredrill.kube import load_api_client
+from restoredrill.pins import cache_dir
+from restoredrill.platform import PlatformContext, PlatformStack
+from restoredrill.platform.images import DEFAULT_LOCAL_IMAGES, build_local_images, platform_image_set
+from restoredrill.platform.velero import PodVolume
+from restoredrill.waits import DEFAULT_TIMEOUTS
 
 MIB = 1024 * 1024
 COMPONENT_NAMESPACES = {"object store": None, "velero": "velero", "cnpg": "cnpg-system", "flux": "flux-system"}
@@ -107,6 +104,9 @@ def main() -> int:
                             created_by_us=False)
     ctx = PlatformContext(cluster=cluster, api=load_api_client(args.kubeconfig, args.context),
                           images=platform_image_set(args.provider), out=lambda line: None)
+    if args.provider == "local":
+        # A fresh local cluster has none of the platform's images: build (cached) and import them.
+        LocalCluster(LocalClusterConfig()).load_images(build_local_images(DEFAULT_LOCAL_IMAGES))
     data_dir = (args.data_dir or cache_dir() / "object-store" / f"bench-{args.object_store}").resolve()
     if args.fresh:
         PlatformStack.create(ctx, object_store=args.object_store, data_dir=data_dir, reuse_installed=False).uninstall()
