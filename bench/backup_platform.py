@@ -33,7 +33,7 @@ from restoredrill.pins import cache_dir
 from restoredrill.platform import PlatformContext, PlatformStack
 from restoredrill.platform.images import DEFAULT_LOCAL_IMAGES, build_local_images, platform_image_set
 from restoredrill.platform.velero import PodVolume
-from restoredrill.waits import DEFAULT_TIMEOUTS
+from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
 
 MIB = 1024 * 1024
 COMPONENT_NAMESPACES = {"object store": None, "velero": "velero", "cnpg": "cnpg-system", "flux": "flux-system"}
@@ -49,6 +49,18 @@ def memory_by_namespace(ctx: PlatformContext) -> dict[str, int]:
             namespace = pod["podRef"]["namespace"]
             totals[namespace] = totals.get(namespace, 0) + int((pod.get("memory") or {}).get("workingSetBytes", 0))
     return totals
+
+
+def settled_memory(ctx: PlatformContext, *, namespaces: list[str]) -> dict[str, int]:
+    """Memory per namespace once the kubelet reports every one of `namespaces`: right after an
+    install its summary API has no stats yet for new pods, and a 0 would be a wrong figure."""
+    def probe() -> tuple[dict[str, int] | None, str]:
+        memory = memory_by_namespace(ctx)
+        missing = [ns for ns in namespaces if not memory.get(ns)]
+        return (None if missing else memory), f"no memory stats yet for {', '.join(missing) or 'none'}"
+
+    return wait_until("the kubelet's memory stats of the platform's pods", probe,
+                      timeout=DEFAULT_TIMEOUTS["pod_ready"], interval=5)
 
 
 def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float, float]:
@@ -115,12 +127,12 @@ def main() -> int:
     seconds = stack.install()
     for step, value in seconds.items():
         print(f"install {step:28} {value:7.1f} s")
-    memory = memory_by_namespace(ctx)
     store_ns = stack.object_store.namespace
+    backup_seconds, restore_seconds = single_pvc_drill(stack, ctx)
+    memory = settled_memory(ctx, namespaces=[ns or store_ns for ns in COMPONENT_NAMESPACES.values()])
     for component, namespace in COMPONENT_NAMESPACES.items():
         used = memory.get(namespace or store_ns, 0)
         print(f"memory  {component:28} {used / MIB:7.1f} MiB")
-    backup_seconds, restore_seconds = single_pvc_drill(stack, ctx)
     print(f"single-PVC fs-backup                 {backup_seconds:7.1f} s")
     print(f"single-PVC restore (PVRs Completed)  {restore_seconds:7.1f} s")
     summary: dict[str, Any] = {"install": seconds, "memory_mib": {k: round(memory.get(v or store_ns, 0) / MIB, 1)
