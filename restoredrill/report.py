@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from collections import defaultdict
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
 from restoredrill.pins import cache_dir, load_pins
+from restoredrill.process import run
 
 INSTALL_TIMEOUT_SECONDS = 600
 RENDER_TIMEOUT_SECONDS = 600
@@ -66,17 +66,7 @@ def render_html(*, results_dir: Path, output_dir: Path, name: str = "restoredril
 
 
 def _run(command: list[str], *, timeout: float, remedy: str, cwd: Path | None = None) -> None:
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd, check=False,
-                                env=_no_color_env())
-    except subprocess.TimeoutExpired as error:
-        raise CommandError(command, returncode=None, output=str(error.output or ""), remedy=remedy) from None
-    if result.returncode != 0:
-        raise CommandError(command, returncode=result.returncode, output=result.stdout + result.stderr, remedy=remedy)
-
-
-def _no_color_env() -> dict[str, str]:
-    return {**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"}
+    run(command, timeout=timeout, remedy=remedy, cwd=cwd, env={**os.environ, "NO_COLOR": "1", "FORCE_COLOR": "0"})
 
 
 def text_summary(summary_path: Path) -> str:

@@ -13,7 +13,6 @@ import difflib
 import json
 import re
 import shutil
-import subprocess
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +21,9 @@ from typing import Any
 import yaml
 from filelock import FileLock
 
-from restoredrill.errors import CommandError, MissingToolError, RestoreDrillError
+from restoredrill.errors import RestoreDrillError
 from restoredrill.pins import ModulePin, cache_dir, module_pins
+from restoredrill.process import download_go_module
 
 FETCH_TIMEOUT_SECONDS = 600
 _STAMP = ".complete"
@@ -96,7 +96,7 @@ def _fetch_module_crds(pin: ModulePin, *, progress: Any) -> list[Path]:
     if (target / _STAMP).exists():
         return [target]
     progress(f"[schemas] fetching CRDs of {pin.module}@{pin.version} from the Go module proxy")
-    module_dir = _download_module(pin)
+    module_dir = Path(download_go_module(pin.module, pin.version, timeout=FETCH_TIMEOUT_SECONDS)["Dir"])
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)
@@ -108,29 +108,6 @@ def _fetch_module_crds(pin: ModulePin, *, progress: Any) -> list[Path]:
     shutil.rmtree(target, ignore_errors=True)
     partial.rename(target)
     return [target]
-
-
-def _download_module(pin: ModulePin) -> Path:
-    go = shutil.which("go")
-    if go is None:
-        raise MissingToolError(
-            "go", remedy="install Go 1.22 or newer (`apt-get install golang-go`, or the official tarball); "
-            "restoredrill fetches the pinned CRDs through `go mod download`")
-    command = [go, "mod", "download", "-json", f"{pin.module}@{pin.version}"]
-    try:
-        result = subprocess.run(command, capture_output=True, text=True, timeout=FETCH_TIMEOUT_SECONDS,
-                                cwd=cache_dir().parent if cache_dir().parent.exists() else None, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise CommandError(command, returncode=None, output=str(error.output or ""),
-                           remedy="check that the Go module proxy (GOPROXY) is reachable") from None
-    if result.returncode != 0:
-        raise CommandError(command, returncode=result.returncode, output=result.stdout + result.stderr,
-                           remedy="check GOPROXY and that the version in restoredrill/pins.toml exists")
-    info = json.loads(result.stdout)
-    if info.get("Error"):
-        raise CommandError(command, returncode=result.returncode, output=info["Error"],
-                           remedy="check that the version in restoredrill/pins.toml exists on the proxy")
-    return Path(info["Dir"])
 
 
 def load_schemas(folders: Iterable[Path]) -> CrdSchemas:

@@ -19,7 +19,6 @@ import os
 import platform
 import secrets
 import shutil
-import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,7 @@ from restoredrill.cluster.namespaces import (
 )
 from restoredrill.errors import CommandError, ConfigError, MissingToolError, RestoreDrillError
 from restoredrill.kube import KUBECTL_REMEDY, find_kubectl, load_api_client, run_kubectl
+from restoredrill.process import run
 from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
 
 log = logging.getLogger(__name__)
@@ -134,25 +134,7 @@ class KindCommands:
 
 def run_command(command: Sequence[str], *, timeout: float, remedy: str | None = None) -> str:
     """Run `command`, return stdout; `CommandError` with its output on failure or timeout."""
-    try:
-        completed = subprocess.run(
-            list(command), capture_output=True, text=True, timeout=timeout, check=False, env=os.environ.copy()
-        )
-    except subprocess.TimeoutExpired as error:
-        output = "".join(
-            part.decode(errors="replace") if isinstance(part, bytes) else part
-            for part in (error.stdout, error.stderr)
-            if part
-        )
-        raise CommandError(command, returncode=None, output=output, remedy=remedy) from error
-    if completed.returncode != 0:
-        raise CommandError(
-            command,
-            returncode=completed.returncode,
-            output=completed.stdout + completed.stderr,
-            remedy=remedy,
-        )
-    return completed.stdout
+    return run(command, timeout=timeout, remedy=remedy)
 
 
 class PathToolsKindCluster(PytestKindCluster):  # type: ignore[misc]

@@ -23,6 +23,7 @@ from kubernetes.client.exceptions import ApiException
 from restoredrill.cluster import ClusterHandle
 from restoredrill.errors import CommandError, ConfigError, RestoreDrillError
 from restoredrill.kube import find_kubectl, run_kubectl
+from restoredrill.process import download_go_module
 from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
 
 Manifest = dict[str, Any]
@@ -96,25 +97,10 @@ def load_yaml_documents(text: str) -> list[Manifest]:
 
 def module_source_dir(key: str, *, timeout: float = 900) -> Path:
     """The source of pinned module `key` (pins.toml) in Go's module cache, downloaded if needed."""
-    import shutil
-
-    from restoredrill.errors import MissingToolError
     from restoredrill.pins import module_pins
 
     pin = module_pins()[key]
-    go = shutil.which("go")
-    if go is None:
-        raise MissingToolError("go", remedy="install Go; the platform reads upstream manifests from the module")
-    command = [go, "mod", "download", "-json", f"{pin.module}@{pin.version}"]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, check=False)
-    except subprocess.TimeoutExpired as error:
-        raise CommandError(command, returncode=None, output=str(error.stdout or "")) from error
-    info = json.loads(done.stdout or "{}")
-    if done.returncode != 0 or info.get("Error") or not info.get("Dir"):
-        raise CommandError(command, returncode=done.returncode, output=str(info.get("Error", "")) + done.stderr,
-                           remedy="check GOPROXY and the version in restoredrill/pins.toml")
-    return Path(info["Dir"])
+    return Path(download_go_module(pin.module, pin.version, timeout=timeout)["Dir"])
 
 
 def read_crds(folder: Path) -> list[Manifest]:

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from restoredrill.errors import CommandError, ConfigError, MissingToolError, WaitTimeout
 from restoredrill.pins import cache_dir
+from restoredrill.process import download_go_module, run
 from restoredrill.toolchain.recipes import WRAPPER_MAIN, GoBuild, load_recipes, recipe_for_binary
 from restoredrill.waits import wait_until
 
@@ -210,14 +211,8 @@ class GoToolchain:
         upstream_replaces: list[dict[str, dict[str, str]]] = []
         go_directive = "1.24.0"
         if recipe.module:
-            info = json.loads(
-                self._run(
-                    [self.go(), "mod", "download", "-json", f"{recipe.module}@{recipe.version}"],
-                    cwd=wrapper,
-                    timeout=900,
-                    remedy="check that the module and version exist on the Go module proxy (GOPROXY)",
-                )
-            )
+            info = download_go_module(recipe.module, recipe.version, go=self.go(), cwd=wrapper,
+                                      env={**os.environ, **BUILD_ENV})
             upstream = json.loads(self._run([self.go(), "mod", "edit", "-json", info["GoMod"]],
                                             cwd=wrapper, timeout=60))
             upstream_replaces = upstream.get("Replace") or []
@@ -293,14 +288,4 @@ class GoToolchain:
             )
 
     def _run(self, command: list[str], *, cwd: Path | None, timeout: float, remedy: str | None = None) -> str:
-        try:
-            result = subprocess.run(
-                command, cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                env={**os.environ, **BUILD_ENV},
-            )
-        except subprocess.TimeoutExpired as error:
-            raise CommandError(command, returncode=None, output=str(error.output or ""), remedy=remedy) from error
-        if result.returncode != 0:
-            raise CommandError(command, returncode=result.returncode, output=result.stderr + result.stdout,
-                               remedy=remedy)
-        return result.stdout
+        return run(command, cwd=cwd, timeout=timeout, remedy=remedy, env={**os.environ, **BUILD_ENV})
