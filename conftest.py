@@ -7,4 +7,5 @@ pytest_plugins = (
     "fixtures.reporting",
     "fixtures.cluster",
     "fixtures.platform",
+    "fixtures.drills",
 )

@@ -47,6 +47,7 @@ class DrillConfig:
     strict_rules: frozenset[str] = frozenset()
     warning_rules: frozenset[str] = frozenset()
     fetch_schemas: bool = True
+    sops_age_key: Path | None = None
     apps: Mapping[str, AppOverride] = field(default_factory=lambda: MappingProxyType({}))
     timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_TIMEOUTS)))
 
@@ -107,6 +108,8 @@ SETTINGS: tuple[Setting, ...] = (
             _names, "linelist"),
     Setting("warning_rules", "rule ids whose failures only warn", _names, "linelist"),
     Setting("fetch_schemas", "fetch missing CRD schemas from the Go module proxy (default: true)", _bool, "bool"),
+    Setting("sops_age_key", "age private key file the drill cluster's Flux decrypts the repo's SOPS secrets with; "
+            "default: age.agekey at the GitOps repo's root if present", Path),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -165,6 +168,10 @@ def build_config(
         reports_dir=(base_dir / merged.get("reports_dir", Path("reports"))).resolve(),
     )
     scalars = {k: v for k, v in merged.items() if k not in ("gitops_repo", "drill_config", "reports_dir")}
+    if scalars.get("sops_age_key") is not None:
+        scalars["sops_age_key"] = (base_dir / scalars["sops_age_key"]).resolve()
+    elif (repo / "age.agekey").is_file():
+        scalars["sops_age_key"] = repo / "age.agekey"
     config = replace(config, **scalars)
     source = str(drill_path or "--set")
     return replace(

@@ -16,8 +16,11 @@ node-agent pod is Ready on every node. The client helpers never trust a Restore'
 from __future__ import annotations
 
 import copy
+import gzip
 import hashlib
-from collections.abc import Mapping, Sequence
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -223,8 +226,11 @@ def backup_from_schedule_template(template: Mapping[str, Any], *, name: str, nam
 
 def restore_manifest(*, name: str, backup_name: str, namespace: str = NAMESPACE,
                      included_namespaces: Sequence[str] | None = None,
-                     namespace_mapping: Mapping[str, str] | None = None) -> Manifest:
+                     namespace_mapping: Mapping[str, str] | None = None,
+                     restore_pvs: bool | None = None) -> Manifest:
     spec: dict[str, Any] = {"backupName": backup_name}
+    if restore_pvs is not None:
+        spec["restorePVs"] = restore_pvs
     if included_namespaces:
         spec["includedNamespaces"] = list(included_namespaces)
     if namespace_mapping:
@@ -372,6 +378,14 @@ class Velero:
         self.wait_for_node_agents()
         self.wait_for_bsl_available()
 
+    def restart(self) -> None:
+        """Restart the server (it rediscovers the API: new CRDs become backed up) and wait until ready."""
+        self.ctx.kubectl(["-n", self.namespace, "rollout", "restart", "deployment/velero"])
+        self.ctx.kubectl(["-n", self.namespace, "rollout", "status", "deployment/velero",
+                          f"--timeout={int(self.ctx.timeout('platform_ready'))}s"],
+                         timeout=self.ctx.timeout("platform_ready") + 30)
+        self.wait_ready()
+
     def wait_for_node_agents(self) -> None:
         nodes = [node.metadata.name for node in self.ctx.core.list_node().items if node.metadata]
         self.ctx.wait_for_pods_ready(namespace=self.namespace, selector="name=node-agent",
@@ -479,10 +493,12 @@ class Velero:
 
     # ---- restores ---------------------------------------------------------------------------------
     def create_restore(self, name: str, *, backup_name: str, included_namespaces: Sequence[str] | None = None,
-                       namespace_mapping: Mapping[str, str] | None = None) -> Manifest:
+                       namespace_mapping: Mapping[str, str] | None = None,
+                       restore_pvs: bool | None = None) -> Manifest:
         self.check_bsl_available()
         body = restore_manifest(name=name, backup_name=backup_name, namespace=self.namespace,
-                                included_namespaces=included_namespaces, namespace_mapping=namespace_mapping)
+                                included_namespaces=included_namespaces, namespace_mapping=namespace_mapping,
+                                restore_pvs=restore_pvs)
         return self.ctx.create_object(GROUP, VERSION, "restores", self.namespace, body)
 
     def wait_for_restore(self, name: str) -> Manifest:
@@ -519,3 +535,38 @@ class Velero:
                           timeout=self.ctx.timeout("pod_volume_restores"),
                           remedy=f"`kubectl -n {self.namespace} get podvolumerestores -l "
                           f"{RESTORE_NAME_LABEL}={velero_label_value(restore_name)} -o yaml`")
+
+    # ---- results and logs (velero's DownloadRequests) ------------------------------------------
+    def download(self, kind: str, name: str, *, fetch: Callable[[str], bytes]) -> bytes:
+        """What `velero restore describe/logs` read: a DownloadRequest's object, gunzipped.
+
+        `fetch(url)` fetches the pre-signed URL from somewhere that resolves the object store's
+        in-cluster name (the drill uses a pod in the cluster).
+        """
+        request = f"{name[:40]}-{kind.lower()[:12]}-{time.time_ns() % 10**8}"
+        self.ctx.create_object(GROUP, VERSION, "downloadrequests", self.namespace, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "DownloadRequest",
+            "metadata": {"name": request, "namespace": self.namespace},
+            "spec": {"target": {"kind": kind, "name": name}}})
+
+        def probe() -> tuple[str | None, str]:
+            obj = self.ctx.get_object(GROUP, VERSION, "downloadrequests", self.namespace, request) or {}
+            status = obj.get("status") or {}
+            return (status.get("downloadURL") if status.get("phase") == "Processed" else None), str(status)
+
+        try:
+            url = wait_until(f"DownloadRequest {request} ({kind} {name})", probe, timeout=60, interval=1.0)
+            data = fetch(url)
+        finally:
+            self.ctx.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "downloadrequests",
+                                                            request)
+        return gzip.decompress(data) if data[:2] == b"\x1f\x8b" else data
+
+    def restore_results(self, name: str, *, fetch: Callable[[str], bytes]) -> dict[str, Any]:
+        """The Restore's errors and warnings, by scope (velero / cluster / namespace)."""
+        data = self.download("RestoreResults", name, fetch=fetch)
+        parsed = json.loads(data or b"{}")
+        return parsed if isinstance(parsed, dict) else {}
+
+    def get_restore(self, name: str) -> Manifest:
+        return self.ctx.get_object(GROUP, VERSION, "restores", self.namespace, name) or {}

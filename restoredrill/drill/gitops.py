@@ -1,0 +1,199 @@
+"""Deploying the GitOps repo under test the way Flux does in production, on a drill cluster.
+
+The repo is published on the in-cluster git server as a GitRepository with the name the apps'
+ks.yaml files refer to; each app's own Flux Kustomization (its ks.yaml, unchanged) is applied and
+reconciled from there, SOPS secrets decrypted by kustomize-controller with the age key.
+
+What the drill cluster lacks is stood in, and every stand-in is recorded so the report says so:
+- storage classes the claims name (`longhorn`) become aliases of the cluster's default class;
+- NFS PersistentVolumes (the kernel here has no NFS client) are published as hostPath volumes on a
+  host folder that outlives the cluster, as the runbook's NFS server outlives its cluster;
+- the Gateway API CRDs are installed when an app has routes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from restoredrill.catalogue import Catalogue
+from restoredrill.cluster.namespaces import create_owned_namespace
+from restoredrill.errors import ConfigError
+from restoredrill.pins import cache_dir, module_pins
+from restoredrill.platform import Flux, Velero
+from restoredrill.platform.base import PlatformContext, labels, read_crds
+from restoredrill.yamlio import iter_yaml_files
+
+STANDIN_LABEL = "restoredrill.io/stand-in"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+SOPS_KEY_NAME = "age.agekey"
+
+
+def nfs_root(cache: Path | None = None) -> Path:
+    """Host folder standing in for the NFS servers: `<cache>/nfs/<server>/<export path>`."""
+    return (cache or cache_dir()) / "nfs"
+
+
+def nfs_host_path(server: str, path: str, *, root: Path | None = None) -> Path:
+    return (root or nfs_root()) / server / path.strip("/")
+
+
+def rewrite_nfs_volumes(documents: list[Any], *, root: Path) -> list[str]:
+    """Turn NFS PersistentVolumes in `documents` into hostPath ones (in place); what was changed."""
+    changed = []
+    for doc in documents:
+        if not (isinstance(doc, dict) and doc.get("kind") == "PersistentVolume"):
+            continue
+        spec = doc.get("spec") or {}
+        nfs = spec.get("nfs")
+        if not isinstance(nfs, dict):
+            continue
+        host = nfs_host_path(str(nfs.get("server", "")), str(nfs.get("path", "")), root=root)
+        del spec["nfs"]
+        spec["hostPath"] = {"path": str(host), "type": "DirectoryOrCreate"}
+        doc.setdefault("metadata", {}).setdefault("labels", {})[STANDIN_LABEL] = "nfs"
+        changed.append(f"PersistentVolume {doc.get('metadata', {}).get('name')}: NFS {nfs.get('server')}:"
+                       f"{nfs.get('path')} served from host folder {host}")
+    return changed
+
+
+def publishable_tree(repo: Path, target: Path, *, nfs: Path) -> list[str]:
+    """Copy `repo` to `target` with the NFS stand-ins applied; the stand-ins made."""
+    shutil.copytree(repo, target, ignore=shutil.ignore_patterns(".git"), dirs_exist_ok=True)
+    notes: list[str] = []
+    for path in iter_yaml_files(target):
+        text = path.read_text()
+        if "nfs:" not in text or "PersistentVolume" not in text:
+            continue
+        documents = list(yaml.safe_load_all(text))
+        changed = rewrite_nfs_volumes(documents, root=nfs)
+        if changed:
+            path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+            notes += [f"{path.relative_to(target)}: {note}" for note in changed]
+    return notes
+
+
+@dataclass
+class GitOpsDeployment:
+    """The repo under test served to Flux in one drill cluster, and the apps deployed from it."""
+
+    ctx: PlatformContext
+    flux: Flux
+    catalogue: Catalogue
+    run_id: str
+    worker_id: str
+    sops_age_key: Path | None
+    standins: list[str] = field(default_factory=list)
+    out: Callable[[str], None] = print
+
+    # ---- once per session ---------------------------------------------------------------------
+    def publish(self) -> None:
+        """Serve the repo (with stand-ins) and create the GitRepository the ks.yaml files name."""
+        with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
+            tree = Path(scratch) / "repo"
+            self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root())
+            url = self.flux.publish_repository(tree, repo="gitops")
+        for source in self.source_names():
+            self.flux.create_git_repository(name=source, url=url)
+            self.flux.request_reconcile(source, plural="gitrepositories")
+            self.flux.wait_for_source_ready(source)
+        self._sops_secrets()
+
+    def source_names(self) -> list[str]:
+        names = {str((k.manifest.get("spec", "sourceRef", "name")) or "flux-system")
+                 for app in self.catalogue.apps for k in app.kustomizations}
+        return sorted(names)
+
+    def _sops_secrets(self) -> None:
+        names = {str(k.manifest.get("spec", "decryption", "secretRef", "name"))
+                 for app in self.catalogue.apps for k in app.kustomizations
+                 if k.manifest.get("spec", "decryption", "secretRef", "name")}
+        if not names:
+            return
+        key = self.sops_age_key
+        if key is None or not key.is_file():
+            where = f" ({key} does not exist)" if key else ""
+            raise ConfigError(
+                f"the repo's Flux Kustomizations decrypt SOPS secrets with {sorted(names)}, and no age key was "
+                f"given{where}", remedy="pass the age private key file with --sops-age-key (or sops_age_key in "
+                "the drill config); it is stored only in the drill cluster's flux-system Secret")
+        data = key.read_text()
+        self.ctx.apply([{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": name, "namespace": self.flux.namespace, "labels": labels("flux")},
+                         "stringData": {SOPS_KEY_NAME: data}} for name in sorted(names)])
+
+    def install_gateway_api(self, velero: Velero) -> None:
+        """The Gateway API CRDs; Velero is restarted if they are new to it.
+
+        Velero's server refreshes its API discovery every 5 minutes: a Backup taken sooner after a
+        CRD appears silently leaves that CRD's objects out (a drill caught HTTPRoutes missing).
+        """
+        from restoredrill.schemas import fetch_crds
+
+        folders = fetch_crds(pins={"gateway-api": module_pins()["gateway-api"]}, progress=self.out)
+        crds = [crd for folder in folders for crd in read_crds(folder)]
+        known = {crd["metadata"]["name"] for crd in self._crds()}
+        self.ctx.apply(crds)
+        self.standins.append("Gateway API CRDs installed (standard channel); no Gateway implementation runs, so "
+                             "routes are checked as objects, not traffic")
+        if any(crd["metadata"]["name"] not in known for crd in crds):
+            self.ctx.kubectl(["wait", "--for=condition=Established", "--timeout=60s",
+                              *[f"crd/{crd['metadata']['name']}" for crd in crds]], timeout=90)
+            velero.restart()
+
+    def _crds(self) -> list[dict[str, Any]]:
+        api = client.ApiextensionsV1Api(self.ctx.api)
+        listed = self.ctx.api.sanitize_for_serialization(api.list_custom_resource_definition().items)  # type: ignore[no-untyped-call]
+        return list(listed)
+
+    def alias_storage_classes(self, names: Iterable[str]) -> None:
+        """Create the storage classes the claims name and the cluster lacks, as the default's aliases."""
+        storage = client.StorageV1Api(self.ctx.api)
+        listed = self.ctx.api.sanitize_for_serialization(storage.list_storage_class().items)  # type: ignore[no-untyped-call]
+        classes = {str(sc["metadata"]["name"]): sc for sc in listed}
+        default = next((sc for sc in classes.values()
+                        if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"), None)
+        for name in names:
+            if name in classes:
+                continue
+            if default is None:
+                raise ConfigError(f"the apps' claims use storage class {name!r}, which this cluster lacks, and the "
+                                  "cluster has no default class to stand in for it",
+                                  remedy="create the storage class, or mark one default")
+            annotations = {k: v for k, v in (default["metadata"].get("annotations") or {}).items()
+                           if k != DEFAULT_CLASS_ANNOTATION and not k.startswith("kubectl.kubernetes.io/")}
+            body = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": name, "annotations": annotations, "labels": {STANDIN_LABEL: "storage-class"}},
+                    **{key: default[key] for key in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
+                       if default.get(key) is not None}}
+            self.ctx.apply([body])
+            self.standins.append(f"StorageClass {name}: alias of the default class {default['metadata']['name']} "
+                                 f"({default['provisioner']})")
+
+    # ---- per app ------------------------------------------------------------------------------
+    def namespace_manifest(self, namespace: str) -> dict[str, Any] | None:
+        for manifest in self.catalogue.manifests:
+            if manifest.kind == "Namespace" and manifest.group == "" and manifest.name == namespace:
+                return manifest.obj
+        return None
+
+    def create_namespace(self, namespace: str) -> None:
+        """The app's namespace, labelled as this run's (the drill may delete only what it made)."""
+        declared = self.namespace_manifest(namespace) or {}
+        extra = {str(k): str(v) for k, v in ((declared.get("metadata") or {}).get("labels") or {}).items()}
+        create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id, labels=extra)
+
+    def deploy(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Apply the app's Flux Kustomizations as the repo writes them and wait until Ready."""
+        for kustomization in kustomizations:
+            body = {key: value for key, value in kustomization.items() if key != "status"}
+            self.ctx.apply([body])
+        for kustomization in kustomizations:
+            self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]))

@@ -1,0 +1,627 @@
+"""The namespace drill: the runbook's "Restoring an Application", end to end, on evidence.
+
+deploy (Flux, from the repo) -> seed files and rows -> take inventories -> back up from the app's
+own Schedule template -> write sentinels -> suspend the app's Kustomizations -> delete the
+namespace and wait until it is gone -> restore (includedNamespaces, restorePVs) -> wait for every
+PodVolumeRestore -> verify -> resume Flux -> prove adoption.
+
+Verification gathers every problem before failing, so one report names all of them: the
+PodVolumeBackups/Restores one for one and Completed, every file equal, the sentinels absent,
+rows and their digest equal, claims Bound, pods Ready, every object Flux had applied present,
+no restore errors and warnings only from the allow-list; after resume, the Kustomization Ready at
+the source's revision and every object it manages with the UID the restore gave it.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from restoredrill.cluster.namespaces import delete_owned_namespace
+from restoredrill.drill import data
+from restoredrill.drill.gitops import GitOpsDeployment
+from restoredrill.drill.plan import AppPlan
+from restoredrill.errors import CommandError, RestoreDrillError
+from restoredrill.platform import CloudNativePG, Flux, Velero
+from restoredrill.platform.base import PlatformContext, pod_is_ready
+from restoredrill.platform.flux import GIT_SERVER, SOURCE_GROUP, SOURCE_VERSION
+from restoredrill.platform.velero import GROUP, VERSION
+from restoredrill.verify import (
+    Entry,
+    PodVolumeRecord,
+    compare_drift,
+    compare_pod_volumes,
+    compare_uids,
+    compare_volume,
+    content_digest,
+    fs_backup_volumes,
+    parse_inventory,
+    unexpected_warnings,
+)
+from restoredrill.waits import wait_until
+
+# Restore warnings a healthy namespace restore produces (substring match); anything else fails.
+DEFAULT_WARNING_ALLOW_LIST = (
+    # Kubernetes creates these in every new namespace before Velero gets to them.
+    "could not restore, ConfigMap:kube-root-ca.crt already exists",
+    "could not restore, ServiceAccount:default already exists",
+)
+# Velero's node-agent marks each restored volume done with `.velero/<restore UID>`; the restore
+# helper init container (uid 1000) cannot remove that root-owned folder, so it stays.
+VELERO_DONE_DIR = ".velero"
+INSPECTOR = "restoredrill-inspector"
+
+
+class DrillFailed(RestoreDrillError):
+    """A drill whose evidence does not prove the restore; `problems` names each finding."""
+
+    def __init__(self, app: str, step: str, problems: Sequence[str], remedy: str | None = None) -> None:
+        self.app, self.step, self.problems = app, step, list(problems)
+        listing = "\n".join(f"  - {p}" for p in problems)
+        super().__init__(f"{app}: {step} failed:\n{listing}", remedy=remedy)
+
+
+@dataclass
+class DrillRecord:
+    """What the drill did and found: summary.json's facts and the report's evidence."""
+
+    app: str
+    namespace: str
+    scenario: str = "namespace-restore"
+    backup: str = ""
+    backup_completed_at: str = ""
+    backup_age_s: float | None = None
+    restore: str = ""
+    rto_s: float | None = None
+    pod_volume_backups: int = 0
+    pod_volume_restores: int = 0
+    volumes_verified: int = 0
+    files_verified: int = 0
+    rows_verified: int = 0
+    hooks: dict[str, Any] = field(default_factory=dict)
+    steps: list[tuple[str, float]] = field(default_factory=list)
+    manual_steps: list[str] = field(default_factory=list)
+    standins: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def facts(self) -> dict[str, Any]:
+        return {
+            "app": self.app, "scenario": self.scenario, "namespace": self.namespace, "backup": self.backup,
+            "backup_age_s": self.backup_age_s, "restore": self.restore, "rto_s": self.rto_s,
+            "pod_volume_backups": self.pod_volume_backups, "pod_volume_restores": self.pod_volume_restores,
+            "volumes_verified": self.volumes_verified, "files_verified": self.files_verified,
+            "rows_verified": self.rows_verified, "hooks": self.hooks or None,
+            "steps": {name: seconds for name, seconds in self.steps},
+            "manual_steps": self.manual_steps or None, "restore_warnings": self.warnings or None,
+            "notes": self.notes or None,
+        }
+
+
+@dataclass
+class Snapshot:
+    """The app's state recorded at backup time."""
+
+    inventories: dict[str, dict[str, Entry]] = field(default_factory=dict)  # claim -> entries
+    kept: dict[str, dict[str, Entry]] = field(default_factory=dict)  # claims not restored (NFS)
+    tables: dict[str, data.TableCheck] = field(default_factory=dict)  # "mysql:workload" / "cnpg:cluster"
+    objects: list[tuple[str, str, str, str]] = field(default_factory=list)  # (version, group, kind, name)
+    pod_volumes: list[tuple[str, str]] = field(default_factory=list)  # (namespace/pod, volume)
+
+
+def _iso(moment: str) -> datetime:
+    return datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
+
+
+class NamespaceDrill:
+    def __init__(self, *, plan: AppPlan, ctx: PlatformContext, velero: Velero, flux: Flux, cnpg: CloudNativePG,
+                 gitops: GitOpsDeployment, run_id: str, busybox_image: str,
+                 warning_allow_list: Iterable[str] = DEFAULT_WARNING_ALLOW_LIST,
+                 out: Callable[[str], None] = print) -> None:
+        self.plan, self.ctx, self.velero, self.flux, self.cnpg, self.gitops = plan, ctx, velero, flux, cnpg, gitops
+        self.run_id, self.busybox_image, self.out = run_id, busybox_image, out
+        self.allow = list(warning_allow_list)
+        self.ns = plan.namespace
+        self.record = DrillRecord(app=plan.app, namespace=plan.namespace)
+        self.snapshot = Snapshot()
+        self.step_name = "start"
+
+    # ---- the whole drill --------------------------------------------------------------------
+    def run(self) -> DrillRecord:
+        self.step("deploy", self.deploy)
+        self.step("seed", self.seed)
+        self.step("record", self.take_snapshot)
+        self.step("backup", self.backup)
+        self.step("sentinel", self.write_sentinels)
+        self.step("suspend", self.suspend)
+        self.step("destroy", self.destroy)
+        self.step("restore", self.restore)
+        self.step("verify", self.verify)
+        self.step("adopt", self.resume_and_adopt)
+        return self.record
+
+    def step(self, name: str, action: Callable[[], None]) -> None:
+        self.step_name = name
+        self.out(f"[drill {self.plan.app}] {name} ...")
+        started = time.monotonic()
+        action()
+        seconds = round(time.monotonic() - started, 1)
+        self.record.steps.append((name, seconds))
+        self.out(f"[drill {self.plan.app}] {name} done in {seconds} s")
+
+    def fail(self, problems: Sequence[str], remedy: str | None = None) -> None:
+        if problems:
+            raise DrillFailed(self.plan.app, self.step_name, problems, remedy=remedy)
+
+    # ---- deploy and seed -------------------------------------------------------------------
+    def deploy(self) -> None:
+        self.gitops.create_namespace(self.ns)
+        self.gitops.deploy(self.plan.kustomizations)
+        self.wait_healthy()
+
+    def wait_healthy(self) -> None:
+        """Every pod of the namespace Ready (a workload with replicas has pods), every CNPG Cluster healthy."""
+        for cluster in self.plan.cnpg_clusters:
+            self.cnpg.wait_for_cluster_healthy(name=cluster, namespace=self.ns)
+        workloads = self.dicts([*self.ctx.apps.list_namespaced_deployment(self.ns).items,
+                                *self.ctx.apps.list_namespaced_stateful_set(self.ns).items])
+        expected = sum(int(w["spec"].get("replicas", 1)) for w in workloads) + len(self.plan.cnpg_clusters)
+        self.ctx.wait_for_pods_ready(namespace=self.ns, selector=f"{data.INSPECTOR_LABEL}!=inspector",
+                                     what=f"{self.plan.app} pods", expected=expected, timeout_name="pod_ready")
+        pending = [f"PersistentVolumeClaim {c['metadata']['name']} is {c.get('status', {}).get('phase')}"
+                   for c in self.claims() if c.get("status", {}).get("phase") != "Bound"]
+        self.fail(pending)
+
+    def dicts(self, items: Any) -> list[dict[str, Any]]:
+        """API model objects as plain manifests (camelCase keys)."""
+        return cast(list[dict[str, Any]], self.ctx.api.sanitize_for_serialization(items))  # type: ignore[no-untyped-call]
+
+    def claims(self) -> list[dict[str, Any]]:
+        return self.dicts(self.ctx.core.list_namespaced_persistent_volume_claim(self.ns).items)
+
+    def file_claims(self) -> list[str]:
+        """Claims whose bytes the drill seeds and compares (not a database's, not excluded ones)."""
+        excluded = self.excluded_claims()
+        live = sorted(str(c["metadata"]["name"]) for c in self.claims()
+                      if not (c["metadata"].get("labels") or {}).get("cnpg.io/cluster"))
+        return [c for c in live if c not in self.plan.database_claims and c not in excluded]
+
+    def excluded_claims(self) -> set[str]:
+        """Claims only mounted through volumes the pods opt out of fs-backup (the NFS library)."""
+        claims: dict[str, bool] = {}
+        for pod in self.app_pods():
+            copied = set(fs_backup_volumes(pod, default_volumes_to_fs_backup=self.fs_backup_default()))
+            for volume in (pod.get("spec") or {}).get("volumes") or []:
+                claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+                if claim:
+                    claims[claim] = claims.get(claim, False) or volume["name"] in copied
+        return {claim for claim, copied in claims.items() if not copied}
+
+    def fs_backup_default(self) -> bool:
+        template = self.plan.schedule.get("spec", {}).get("template", {})
+        value = template.get("defaultVolumesToFsBackup")
+        return bool(value) if value is not None else bool(self.gitops.catalogue.velero_defaults
+                                                          .default_volumes_to_fs_backup)
+
+    def app_pods(self) -> list[dict[str, Any]]:
+        pods = self.ctx.core.list_namespaced_pod(self.ns, label_selector=f"{data.INSPECTOR_LABEL}!=inspector").items
+        return [p for p in self.dicts(pods) if (p.get("status") or {}).get("phase") == "Running"]
+
+    def seed(self) -> None:
+        claims = self.file_claims() + sorted(self.excluded_claims())
+        if claims:
+            self.with_inspector(claims, lambda pod: [self.seed_claim(pod, claim) or claim for claim in claims])
+        for db in self.plan.mysql:
+            self.mysql(db.workload, data.MYSQL_SEED)
+        for cluster in self.plan.cnpg_clusters:
+            self.psql(cluster, data.POSTGRES_SEED)
+
+    def seed_claim(self, pod: str, claim: str) -> bytes:
+        archive = data.seed_archive(app=self.plan.app, claim=claim)
+        return self.ctx.kubectl_bytes(["-n", self.ns, "exec", "-i", pod, "--", "sh", "-c",
+                                "rm -rf /tmp/rd && mkdir -p /tmp/rd && tar -x -f - -C /tmp/rd && "
+                                f"sh /tmp/rd/seed.sh {data.mount_path(claim)} {self.plan.app}/{claim} && "
+                                "rm -rf /tmp/rd"],
+                               input=archive, timeout=self.ctx.timeout("command"))
+
+    def with_inspector(self, claims: Sequence[str], action: Callable[[str], Any]) -> Any:
+        """Run `action(pod)` with an inspector pod mounting `claims`, deleted afterwards."""
+        pod = data.inspector_pod(name=INSPECTOR, namespace=self.ns, image=self.busybox_image, claims=claims)
+        self.ctx.apply([pod])
+        try:
+            self.ctx.wait_for_pods_ready(namespace=self.ns, selector=f"{data.INSPECTOR_LABEL}=inspector",
+                                         what="inspector pod", expected=1, timeout_name="pod_ready")
+            return action(INSPECTOR)
+        finally:
+            self.delete_inspector()
+
+    def delete_inspector(self) -> None:
+        try:
+            self.ctx.core.delete_namespaced_pod(INSPECTOR, self.ns, grace_period_seconds=0)
+        except ApiException as error:
+            if error.status != 404:
+                raise
+
+        def gone() -> tuple[bool | None, str]:
+            try:
+                self.ctx.core.read_namespaced_pod(INSPECTOR, self.ns)
+            except ApiException as error:
+                if error.status == 404:
+                    return True, "gone"
+                raise
+            return None, "still there"
+
+        wait_until(f"inspector pod in {self.ns} to go", gone, timeout=self.ctx.timeout("pod_ready"), interval=1.0)
+
+    def inventory(self, pod: str, claim: str) -> dict[str, Entry]:
+        text = self.ctx.kubectl(["-n", self.ns, "exec", pod, "--", "sh", "-c", data.INVENTORY_SCRIPT, "inventory",
+                                 data.mount_path(claim)], timeout=self.ctx.timeout("command") * 3)
+        return parse_inventory(text)
+
+    # ---- databases -------------------------------------------------------------------------
+    def mysql_pod(self, workload: str) -> tuple[str, str]:
+        db = next(d for d in self.plan.mysql if d.workload == workload)
+        selector = ",".join(f"{k}={v}" for k, v in sorted(db.selector.items()))
+        pods = [p for p in self.ctx.core.list_namespaced_pod(self.ns, label_selector=selector).items
+                if p.status and p.status.phase == "Running" and pod_is_ready(p)]
+        if not pods:
+            raise DrillFailed(self.plan.app, self.step_name, [f"no Ready pod of database {workload} ({selector})"])
+        return str(self.dicts(pods)[0]["metadata"]["name"]), db.container
+
+    def mysql(self, workload: str, sql: str) -> str:
+        db = next(d for d in self.plan.mysql if d.workload == workload)
+        pod, container = self.mysql_pod(workload)
+
+        def attempt() -> tuple[str | None, str]:
+            try:
+                return self.ctx.kubectl(["-n", self.ns, "exec", pod, "-c", container, "--",
+                                         *data.mysql_command(sql, database=db.database)]), "ok"
+            except CommandError as error:  # the server may still be starting after the pod is Ready
+                return None, error.output.strip()[-300:]
+
+        return wait_until(f"MariaDB in {self.ns}/{pod} to answer", attempt, timeout=120, interval=3.0)
+
+    def psql(self, cluster: str, sql: str) -> str:
+        return self.cnpg.psql(cluster=cluster, namespace=self.ns, sql=sql,
+                              database=self.plan.cnpg_databases.get(cluster, "app"))
+
+    def tables(self) -> dict[str, data.TableCheck]:
+        checks = {f"mysql:{db.workload}": data.TableCheck.parse(self.mysql(db.workload, data.MYSQL_CHECK))
+                  for db in self.plan.mysql}
+        checks |= {f"cnpg:{cluster}": data.TableCheck.parse(self.psql(cluster, data.POSTGRES_CHECK))
+                   for cluster in self.plan.cnpg_clusters}
+        return checks
+
+    # ---- backup ----------------------------------------------------------------------------
+    def take_snapshot(self) -> None:
+        files, kept = self.file_claims(), sorted(self.excluded_claims())
+        if files or kept:
+            def read(pod: str) -> None:
+                self.snapshot.inventories = {claim: self.inventory(pod, claim) for claim in files}
+                self.snapshot.kept = {claim: self.inventory(pod, claim) for claim in kept}
+
+            self.with_inspector(files + kept, read)
+        self.snapshot.tables = self.tables()
+        self.snapshot.objects = self.flux_objects()
+        default = self.fs_backup_default()
+        self.snapshot.pod_volumes = sorted(
+            (f"{self.ns}/{pod['metadata']['name']}", volume) for pod in self.app_pods()
+            for volume in fs_backup_volumes(pod, default_volumes_to_fs_backup=default))
+
+    def flux_objects(self) -> list[tuple[str, str, str, str]]:
+        """The namespaced objects the app's Kustomizations applied: (version, group, kind, name)."""
+        objects = []
+        for name in self.plan.kustomization_names:
+            status = (self.flux.get_kustomization(name) or {}).get("status") or {}
+            for entry in (status.get("inventory") or {}).get("entries") or []:
+                namespace, object_name, group, kind = str(entry["id"]).split("_", 3)
+                if namespace == self.ns:
+                    objects.append((str(entry.get("v", "v1")), group, kind, object_name))
+        return sorted(set(objects))
+
+    def backup(self) -> None:
+        schedule = self.plan.schedule
+        name = f"{schedule['metadata']['name']}-drill-{self.run_id}"[:63].rstrip("-")
+        self.record.backup = name
+        self.velero.create_backup_from_schedule(schedule, name)
+        backup = self.velero.wait_for_backup(name, require_completed=False)
+        status = backup.get("status") or {}
+        self.record.backup_completed_at = str(status.get("completionTimestamp", ""))
+        self.record.hooks = dict(status.get("hookStatus") or {})
+        problems = []
+        if status.get("phase") != "Completed":
+            problems.append(f"Backup {name} ended {status.get('phase')}: {status.get('failureReason', '')} "
+                            f"(errors {status.get('errors', 0)}, warnings {status.get('warnings', 0)})")
+        records = self.pod_volume_records(self.velero.list_pod_volume_backups(name))
+        self.record.pod_volume_backups = len(records)
+        problems += compare_pod_volumes(operation="backup", expected=self.snapshot.pod_volumes, records=records)
+        problems += self.hook_problems(status)
+        self.fail(problems, remedy=f"`velero backup describe {name} --details` and `velero backup logs {name}`")
+
+    def hook_problems(self, status: Mapping[str, Any]) -> list[str]:
+        """A Schedule with hooks must show them attempted and none failed (else the backup is not consistent)."""
+        resources = ((self.plan.schedule.get("spec") or {}).get("template") or {}).get("hooks", {}).get("resources")
+        if not resources:
+            return []
+        hooks = status.get("hookStatus") or {}
+        attempted, failed = int(hooks.get("hooksAttempted", 0)), int(hooks.get("hooksFailed", 0))
+        declared = sum(len(r.get("pre") or []) + len(r.get("post") or []) for r in resources)
+        problems = []
+        if attempted < declared:
+            problems.append(f"the Schedule declares {declared} backup hooks and the Backup attempted {attempted}: "
+                            "the database was not frozen for the copy, so the backup is not consistent (do the "
+                            "hooks' labelSelector and container match the database pod?)")
+        if failed:
+            problems.append(f"{failed} of {attempted} backup hooks failed: the backup is not consistent")
+        return problems
+
+    @staticmethod
+    def pod_volume_records(items: Iterable[Mapping[str, Any]]) -> list[PodVolumeRecord]:
+        records = []
+        for item in items:
+            spec, status = item.get("spec") or {}, item.get("status") or {}
+            pod = spec.get("pod") or {}
+            records.append(PodVolumeRecord(name=str(item["metadata"]["name"]),
+                                           pod=f"{pod.get('namespace')}/{pod.get('name')}",
+                                           volume=str(spec.get("volume", "")), phase=str(status.get("phase", "")),
+                                           message=str(status.get("message", ""))))
+        return records
+
+    def write_sentinels(self) -> None:
+        """Change the live data after the backup: none of it may come back."""
+        files = self.file_claims()
+        if files:
+            self.with_inspector(files, lambda pod: [self.ctx.kubectl(
+                ["-n", self.ns, "exec", pod, "--", "sh", "-c",
+                 f"echo written-after-backup > {data.mount_path(claim)}/{data.SENTINEL}"]) for claim in files])
+        for db in self.plan.mysql:
+            self.mysql(db.workload, data.MYSQL_SENTINEL)
+        for cluster in self.plan.cnpg_clusters:
+            self.psql(cluster, data.POSTGRES_SENTINEL)
+
+    # ---- destroy and restore ---------------------------------------------------------------
+    def suspend(self) -> None:
+        for name in self.plan.kustomization_names:
+            self.flux.suspend(name)
+        self.fail([f"Kustomization {n} is not suspended" for n in self.plan.kustomization_names
+                   if not self.flux.is_suspended(n)])
+
+    def destroy(self) -> None:
+        released = self.bound_retained_volumes()
+        delete_owned_namespace(self.ctx.api, self.ns, run_id=self.run_id, worker_id=self.gitops.worker_id,
+                               wait_timeout=self.ctx.timeout("namespace_deleted"))
+        for pv in released:
+            self.release_volume(pv)
+
+    def bound_retained_volumes(self) -> list[str]:
+        volumes = self.dicts(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
+        return [str(pv["metadata"]["name"]) for pv in volumes
+                if (pv["spec"].get("claimRef") or {}).get("namespace") == self.ns
+                and pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain"]
+
+    def release_volume(self, name: str) -> None:
+        """A Retain PV outlives its namespace (the NFS library): free it for the restored claim."""
+        core = client.CoreV1Api(self.ctx.api)
+        core.patch_persistent_volume(name, [{"op": "remove", "path": "/spec/claimRef"}])
+        self.record.manual_steps.append(
+            f"PersistentVolume {name} (reclaim policy Retain) kept its data but stayed bound to the deleted claim; "
+            f"its claimRef was removed so the restored claim binds to it: `kubectl patch pv {name} --type json "
+            "-p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'`")
+
+    def restore(self) -> None:
+        name = f"{self.plan.app}-restore-{self.run_id}"[:63].rstrip("-")
+        self.record.restore = name
+        started = time.monotonic()
+        self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.ns],
+                                   restore_pvs=True)
+        items = self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
+        restore = self.velero.get_restore(name)
+        self.wait_healthy()
+        self.record.rto_s = round(time.monotonic() - started, 1)
+        completed = (self.record.backup_completed_at and _iso(self.record.backup_completed_at))
+        if completed:
+            self.record.backup_age_s = round((datetime.now(UTC) - completed).total_seconds(), 1)
+        self.restored_items = items
+        self.restored = restore
+
+    # ---- verify ----------------------------------------------------------------------------
+    def verify(self) -> None:
+        problems: list[str] = []
+        status = self.restored.get("status") or {}
+        if status.get("phase") != "Completed":
+            problems.append(f"Restore {self.record.restore} ended {status.get('phase')} "
+                            f"({status.get('errors', 0)} errors): {status.get('failureReason', '')}")
+        records = self.pod_volume_records(self.restored_items)
+        self.record.pod_volume_restores = len(records)
+        expected = [(pod, volume) for pod, volume in self.snapshot.pod_volumes]
+        problems += compare_pod_volumes(operation="restore", expected=expected, records=records)
+        problems += self.restore_result_problems()
+        problems += self.object_problems()
+        problems += self.volume_problems()
+        problems += self.table_problems()
+        self.fail(problems, remedy=f"`velero restore describe {self.record.restore} --details`; the evidence "
+                                   "attached to this test")
+
+    def restore_result_problems(self) -> list[str]:
+        results = self.velero.restore_results(self.record.restore, fetch=self.fetch_in_cluster)
+        problems = []
+        for scope, messages in self._scoped(results.get("errors") or {}).items():
+            problems += [f"restore error ({scope}): {m}" for m in messages]
+        warnings = self._scoped(results.get("warnings") or {})
+        self.record.warnings = [f"{scope}: {m}" for scope, messages in warnings.items() for m in messages]
+        problems += [f"restore warning not in the allow-list: {w}" for w in unexpected_warnings(warnings,
+                                                                                                  allowed=self.allow)]
+        return problems
+
+    @staticmethod
+    def _scoped(section: Mapping[str, Any]) -> dict[str, list[str]]:
+        scoped: dict[str, list[str]] = {}
+        for scope in ("velero", "cluster"):
+            if section.get(scope):
+                scoped[scope] = [str(m) for m in section[scope]]
+        for namespace, messages in (section.get("namespaces") or {}).items():
+            scoped[f"namespace {namespace}"] = [str(m) for m in messages]
+        return scoped
+
+    def fetch_in_cluster(self, url: str) -> bytes:
+        """GET `url` from the git-server pod, which resolves the object store's in-cluster name."""
+        pods = self.ctx.core.list_namespaced_pod(self.flux.namespace,
+                                                 label_selector=f"app.kubernetes.io/name={GIT_SERVER}").items
+        running = [str(p["metadata"]["name"]) for p in self.dicts(pods)
+                   if p.get("status", {}).get("phase") == "Running"]
+        if not running:
+            raise RestoreDrillError("no Running git-server pod to fetch Velero's restore results with")
+        return self.ctx.kubectl_bytes(["-n", self.flux.namespace, "exec", "-i", running[0], "--", "busybox", "wget",
+                                       "-q", "-O", "-", url], input=b"", timeout=self.ctx.timeout("command"))
+
+    def object_problems(self) -> list[str]:
+        problems = []
+        for version, group, kind, name in self.snapshot.objects:
+            if self.object_uid(version, group, kind, name) is None:
+                problems.append(f"{kind} {self.ns}/{name} ({group or 'core'}/{version}), applied by Flux before the "
+                                "backup, is missing after the restore")
+        return problems
+
+    def read_object(self, version: str, group: str, kind: str, name: str) -> dict[str, Any] | None:
+        api_version = f"{group}/{version}" if group else version
+        try:
+            found = self.ctx.kubectl(["-n", self.ns, "get", f"{kind}.{version}.{group}" if group else kind, name,
+                                      "-o", "json", "--ignore-not-found"])
+        except CommandError as error:
+            raise RestoreDrillError(f"could not read {kind} {name} ({api_version}): {error.output.strip()}") from error
+        return cast(dict[str, Any], json.loads(found)) if found.strip() else None
+
+    def object_uid(self, version: str, group: str, kind: str, name: str) -> str | None:
+        obj = self.read_object(version, group, kind, name)
+        return str(obj["metadata"]["uid"]) if obj else None
+
+    def object_states(self) -> dict[str, tuple[str, str]]:
+        """`Kind/namespace/name` -> (UID, content digest) of every object Flux manages in the namespace."""
+        states = {}
+        for version, group, kind, name in self.snapshot.objects:
+            obj = self.read_object(version, group, kind, name)
+            if obj:
+                states[f"{kind}/{self.ns}/{name}"] = (str(obj["metadata"]["uid"]), content_digest(obj))
+        return states
+
+    def volume_problems(self) -> list[str]:
+        problems: list[str] = []
+        claims = sorted({*self.snapshot.inventories, *self.snapshot.kept})
+        if not claims:
+            return problems
+
+        def read(pod: str) -> None:
+            done = {VELERO_DONE_DIR, f"{VELERO_DONE_DIR}/{self.restored['metadata'].get('uid')}"}
+            for claim, expected in self.snapshot.inventories.items():
+                actual = self.inventory(pod, claim)
+                if done & set(actual) - set(expected):
+                    self.record.notes.append(f"PVC {claim}: Velero's done-file {VELERO_DONE_DIR}/<restore UID> was "
+                                             "left in the volume (not counted)")
+                    actual = {path: entry for path, entry in actual.items() if path not in done or path in expected}
+                problems.extend(compare_volume(volume=f"PVC {self.ns}/{claim}", expected=expected, actual=actual,
+                                               sentinel=data.SENTINEL))
+                self.record.files_verified += sum(1 for e in expected.values() if e.kind == "file")
+                self.record.volumes_verified += 1
+            for claim, expected in self.snapshot.kept.items():
+                actual = self.inventory(pod, claim)
+                problems.extend(f"{p} (this volume is not restored by Velero: it must survive on its own)"
+                                for p in compare_volume(volume=f"PVC {self.ns}/{claim}", expected=expected,
+                                                        actual=actual))
+                self.record.volumes_verified += 1
+
+        self.with_inspector(claims, read)
+        return problems
+
+    def table_problems(self) -> list[str]:
+        problems = []
+        after = self.tables()
+        for key, before in self.snapshot.tables.items():
+            problems += data.compare_table(where=key, before=before, after=after[key])
+            self.record.rows_verified += before.rows
+        return problems
+
+    # ---- hand back to Flux -----------------------------------------------------------------
+    def resume_and_adopt(self) -> None:
+        before = self.object_states()
+        problems = []
+        for name in self.plan.kustomization_names:
+            token = self.flux.resume(name)
+            kustomization = self.flux.wait_for_reconciled(name, token=token)
+            problems += self.revision_problems(kustomization)
+        after = self.object_states()
+        problems += compare_uids(before={k: uid for k, (uid, _) in before.items()},
+                                 after={k: uid for k, (uid, _) in after.items()})
+        problems += compare_drift(before={k: digest for k, (_, digest) in before.items()},
+                                  after={k: digest for k, (_, digest) in after.items()})
+        self.fail(problems, remedy="Flux recreated or changed what the restore brought back: compare the restored "
+                                   "objects with the repo (`flux diff kustomization`)")
+        self.wait_healthy()
+
+    def revision_problems(self, kustomization: Mapping[str, Any]) -> list[str]:
+        spec, status = kustomization.get("spec") or {}, kustomization.get("status") or {}
+        source = spec.get("sourceRef") or {}
+        repo = self.ctx.get_object(SOURCE_GROUP, SOURCE_VERSION, "gitrepositories",
+                                   str(source.get("namespace") or self.flux.namespace), str(source.get("name"))) or {}
+        revision = ((repo.get("status") or {}).get("artifact") or {}).get("revision")
+        applied = status.get("lastAppliedRevision")
+        name = kustomization["metadata"]["name"]
+        if not revision or applied != revision:
+            return [f"Kustomization {name} applied revision {applied!r}, the source is at {revision!r}"]
+        return []
+
+    # ---- evidence --------------------------------------------------------------------------
+    def evidence(self) -> dict[str, str]:
+        """What a failed drill attaches to its report; every part collected on a best-effort basis."""
+        parts: dict[str, Callable[[], Any]] = {
+            "drill record": lambda: self.record.facts(),
+            "Backup": lambda: self.ctx.get_object(GROUP, VERSION, "backups", self.velero.namespace,
+                                                  self.record.backup) if self.record.backup else None,
+            "Restore": lambda: self.ctx.get_object(GROUP, VERSION, "restores", self.velero.namespace,
+                                                   self.record.restore) if self.record.restore else None,
+            "PodVolumeBackups": lambda: self.velero.list_pod_volume_backups(self.record.backup)
+            if self.record.backup else None,
+            "PodVolumeRestores": lambda: self.velero.list_pod_volume_restores(self.record.restore)
+            if self.record.restore else None,
+            "restore results": lambda: self.velero.restore_results(self.record.restore, fetch=self.fetch_in_cluster)
+            if self.record.restore else None,
+            "Flux Kustomizations": lambda: [self.flux.get_kustomization(n) for n in self.plan.kustomization_names],
+            "events": lambda: self.ctx.kubectl(["-n", self.ns, "get", "events", "--sort-by=.lastTimestamp"]),
+            "pods and claims": lambda: self.ctx.kubectl(["-n", self.ns, "get", "pods,pvc", "-o", "wide"]),
+            "pod logs": self.pod_logs,
+            "velero server log (this drill)": lambda: self.component_log("velero", "deploy/velero"),
+            "node-agent log (this drill)": lambda: self.component_log("velero", "daemonset/node-agent"),
+        }
+        collected: dict[str, str] = {}
+        for title, collect in parts.items():
+            try:
+                value = collect()
+            except Exception as error:  # evidence is best effort: record why a part is missing
+                value = f"(could not collect: {error})"
+            if value is None:
+                continue
+            collected[title] = value if isinstance(value, str) else json.dumps(value, indent=2, default=str)
+        return collected
+
+    def pod_logs(self) -> str:
+        chunks = []
+        for pod in self.dicts(self.ctx.core.list_namespaced_pod(self.ns).items):
+            name = str(pod["metadata"]["name"])
+            try:
+                log = self.ctx.kubectl(["-n", self.ns, "logs", name, "--all-containers", "--tail=200"])
+            except CommandError as error:
+                log = error.output
+            chunks.append(f"==== {name}\n{log}")
+        return "\n".join(chunks)
+
+    def component_log(self, namespace: str, target: str) -> str:
+        log = self.ctx.kubectl(["-n", namespace, "logs", target, "--tail=5000"], timeout=60)
+        names = [n for n in (self.record.backup, self.record.restore) if n]
+        lines = [line for line in log.splitlines() if any(n in line for n in names)]
+        return "\n".join(lines[-400:])
