@@ -7,6 +7,7 @@ the path or the object, so a failed drill explains itself in the report.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,8 +29,8 @@ class Entry:
 def parse_inventory(text: str) -> dict[str, Entry]:
     """Read an inventory: one record per line, `kind<TAB>size<TAB>sha256-or-target<TAB>path`.
 
-    `kind` is f, d or l. Paths are relative to the volume root and may hold spaces but not tabs
-    or newlines (the inventory script escapes those as \\t and \\n).
+    `kind` is f, d or l. Paths are relative to the volume root; in paths and link targets the
+    inventory script escapes backslash, tab and newline as \\\\, \\t and \\n.
     """
     entries: dict[str, Entry] = {}
     for number, line in enumerate(text.splitlines(), start=1):
@@ -39,14 +40,21 @@ def parse_inventory(text: str) -> dict[str, Entry]:
         if len(fields) != 4 or fields[0] not in ("f", "d", "l"):
             raise ValueError(f"inventory line {number} is not `kind<TAB>size<TAB>digest<TAB>path`: {line!r}")
         kind_code, size, digest, path = fields
-        path = path.replace("\\n", "\n").replace("\\t", "\t")
+        path = _unescape(path)
         if kind_code == "f":
             entries[path] = Entry(path=path, kind="file", size=int(size), sha256=digest)
         elif kind_code == "d":
             entries[path] = Entry(path=path, kind="dir")
         else:
-            entries[path] = Entry(path=path, kind="symlink", target=digest)
+            entries[path] = Entry(path=path, kind="symlink", target=_unescape(digest))
     return entries
+
+
+_ESCAPES = {"\\\\": "\\", "\\t": "\t", "\\n": "\n"}
+
+
+def _unescape(text: str) -> str:
+    return re.sub(r"\\[\\tn]", lambda m: _ESCAPES[m.group(0)], text)
 
 
 def compare_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[str, Entry],

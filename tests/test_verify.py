@@ -8,6 +8,7 @@ from restoredrill.verify import (
     compare_pod_volumes,
     compare_uids,
     compare_volume,
+    fs_backup_volumes,
     parse_inventory,
     unexpected_warnings,
 )
@@ -119,3 +120,50 @@ def test_restore_warnings_outside_the_allow_list_fail():
     flat = {"pelican": warnings["namespaces"]["pelican"], "velero": warnings["velero"]}
     assert unexpected_warnings(flat, allowed=["kube-root-ca.crt already exists"]) == [
         "velero: Cannot find restore helper image"]
+
+
+def pod_with(volumes: list[dict[str, object]], annotations: dict[str, str] | None = None) -> dict[str, object]:
+    return {"metadata": {"name": "immich-server-1", "namespace": "immich", "annotations": annotations or {}},
+            "spec": {"containers": [{"name": "app"}], "volumes": volumes}}
+
+
+POD_VOLUMES: list[dict[str, object]] = [
+    {"name": "data", "persistentVolumeClaim": {"claimName": "immich-data"}},
+    {"name": "library", "persistentVolumeClaim": {"claimName": "immich-library"}},
+    {"name": "cache", "emptyDir": {}},
+    {"name": "host", "hostPath": {"path": "/srv"}},
+    {"name": "secrets", "secret": {"secretName": "s"}},
+    {"name": "config", "configMap": {"name": "c"}},
+    {"name": "token", "projected": {"sources": []}},
+    {"name": "podinfo", "downwardAPI": {"items": []}},
+    {"name": "default-token-abcde", "emptyDir": {}},
+]
+
+
+def test_opt_out_copies_claims_and_empty_dirs_only():
+    pod = pod_with(POD_VOLUMES)
+    assert fs_backup_volumes(pod, default_volumes_to_fs_backup=True) == ["data", "library", "cache"]
+
+
+def test_opt_out_honours_the_excludes_annotation():
+    pod = pod_with(POD_VOLUMES, {"backup.velero.io/backup-volumes-excludes": "library, cache"})
+    assert fs_backup_volumes(pod, default_volumes_to_fs_backup=True) == ["data"]
+
+
+def test_opt_in_copies_only_the_annotated_volumes():
+    assert fs_backup_volumes(pod_with(POD_VOLUMES), default_volumes_to_fs_backup=False) == []
+    pod = pod_with(POD_VOLUMES, {"backup.velero.io/backup-volumes": "cache,data",
+                                 "backup.velero.io/backup-volumes-excludes": "data"})
+    assert fs_backup_volumes(pod, default_volumes_to_fs_backup=False) == ["data", "cache"]
+
+
+def test_a_claim_is_expected_whatever_its_volume_is():
+    """The pod only names a claim; that its PV is hostPath (which Velero skips silently) is not visible here, so
+    the claim stays expected and a missing PodVolumeBackup for it fails the drill."""
+    pod = pod_with([{"name": "library", "persistentVolumeClaim": {"claimName": "immich-library"}}])
+    assert fs_backup_volumes(pod, default_volumes_to_fs_backup=True) == ["library"]
+
+
+def test_a_pod_without_volumes_or_metadata():
+    assert fs_backup_volumes({}, default_volumes_to_fs_backup=True) == []
+    assert fs_backup_volumes({"spec": {"volumes": None}}, default_volumes_to_fs_backup=False) == []

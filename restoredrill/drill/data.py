@@ -57,16 +57,26 @@ ln -s /nonexistent/target "$d/dangling-link"
 sync
 """
 
-# One line per entry: kind<TAB>size<TAB>sha256-or-target<TAB>path (see verify.parse_inventory).
+# One line per entry: kind<TAB>size<TAB>sha256-or-target<TAB>path (see verify.parse_inventory). Names
+# reach the loop intact (find -exec, no `read`); backslash, tab and newline are escaped as \\, \t, \n.
 INVENTORY_SCRIPT = r"""set -eu
 cd "$1"
-find . -mindepth 1 | sort | while IFS= read -r p; do
-    rel="${p#./}"
-    if [ -L "$p" ]; then printf 'l\t0\t%s\t%s\n' "$(readlink "$p")" "$rel"
-    elif [ -d "$p" ]; then printf 'd\t0\t-\t%s\n' "$rel"
-    elif [ -f "$p" ]; then printf 'f\t%s\t%s\t%s\n' "$(stat -c %s "$p")" "$(sha256sum "$p" | cut -d' ' -f1)" "$rel"
+find . -mindepth 1 -exec sh -c '
+tab=$(printf "\t"); nl=$(printf "\nx"); nl=${nl%x}
+esc() {
+    case "$1" in
+        *"$tab"*|*"$nl"*|*\\*) printf "%s" "$1" | awk -v ORS= "{ gsub(/\\\\/, \"\\\\\\\\\");
+            gsub(/\t/, \"\\\\t\"); if (NR > 1) printf \"\\\\n\"; print }" ;;
+        *) printf "%s" "$1" ;;
+    esac
+}
+for p do
+    rel=$(esc "${p#./}")
+    if [ -L "$p" ]; then printf "l\t0\t%s\t%s\n" "$(esc "$(readlink "$p")")" "$rel"
+    elif [ -d "$p" ]; then printf "d\t0\t-\t%s\n" "$rel"
+    elif [ -f "$p" ]; then printf "f\t%s\t%s\t%s\n" "$(stat -c %s "$p")" "$(sha256sum < "$p" | cut -d" " -f1)" "$rel"
     fi
-done
+done' sh {} +
 """
 
 

@@ -29,11 +29,14 @@ from restoredrill.errors import ConfigError
 from restoredrill.pins import cache_dir, module_pins
 from restoredrill.platform import Flux, Velero
 from restoredrill.platform.base import PlatformContext, labels, read_crds
+from restoredrill.platform.flux import KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
 from restoredrill.yamlio import iter_yaml_files
 
 STANDIN_LABEL = "restoredrill.io/stand-in"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 SOPS_KEY_NAME = "age.agekey"
+# A folder added to the published repo: what stand-in Kustomizations point at.
+EMPTY_PATH = "restoredrill-standins/empty"
 
 
 def nfs_root(cache: Path | None = None) -> Path:
@@ -99,6 +102,9 @@ class GitOpsDeployment:
         with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
             tree = Path(scratch) / "repo"
             self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root())
+            (tree / EMPTY_PATH).mkdir(parents=True)
+            (tree / EMPTY_PATH / "kustomization.yaml").write_text(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
             url = self.flux.publish_repository(tree, repo="gitops")
         for source in self.source_names():
             self.flux.create_git_repository(name=source, url=url)
@@ -192,8 +198,32 @@ class GitOpsDeployment:
 
     def deploy(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Apply the app's Flux Kustomizations as the repo writes them and wait until Ready."""
+        self.satisfy_dependencies(kustomizations)
         for kustomization in kustomizations:
             body = {key: value for key, value in kustomization.items() if key != "status"}
             self.ctx.apply([body])
         for kustomization in kustomizations:
             self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]))
+
+    def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:
+        the drill cluster runs CNPG, Velero and the object store without the repo's HelmReleases)."""
+        own = {str(k["metadata"]["name"]) for k in kustomizations}
+        for kustomization in kustomizations:
+            home = str(kustomization["metadata"].get("namespace") or self.flux.namespace)
+            for dependency in (kustomization.get("spec") or {}).get("dependsOn") or []:
+                name, namespace = str(dependency.get("name")), str(dependency.get("namespace") or home)
+                if name in own or self.ctx.get_object(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations",
+                                                      namespace, name):
+                    continue
+                source = (kustomization.get("spec") or {}).get("sourceRef") or {}
+                self.ctx.apply([{
+                    "apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
+                    "metadata": {"name": name, "namespace": namespace, "labels": {STANDIN_LABEL: "dependency"}},
+                    "spec": {"interval": "1h", "path": f"./{EMPTY_PATH}", "prune": False,
+                             "sourceRef": {"kind": "GitRepository", "name": str(source.get("name", "flux-system")),
+                                           "namespace": str(source.get("namespace") or home)}}}])
+                self.flux.wait_for_kustomization_ready(name)
+                self.standins.append(f"Kustomization {namespace}/{name} (a dependency of "
+                                     f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
+                                     "provides what it deploys")

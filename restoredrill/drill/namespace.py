@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -132,6 +133,7 @@ class NamespaceDrill:
         self.record = DrillRecord(app=plan.app, namespace=plan.namespace)
         self.snapshot = Snapshot()
         self.step_name = "start"
+        self.tag = uuid.uuid4().hex[:4]  # several drills of one app in a run get distinct Backups/Restores
 
     # ---- the whole drill --------------------------------------------------------------------
     def run(self) -> DrillRecord:
@@ -328,7 +330,7 @@ class NamespaceDrill:
 
     def backup(self) -> None:
         schedule = self.plan.schedule
-        name = f"{schedule['metadata']['name']}-drill-{self.run_id}"[:63].rstrip("-")
+        name = f"{schedule['metadata']['name']}-{self.run_id}-{self.tag}"[:63].rstrip("-")
         self.record.backup = name
         self.velero.create_backup_from_schedule(schedule, name)
         backup = self.velero.wait_for_backup(name, require_completed=False)
@@ -416,7 +418,7 @@ class NamespaceDrill:
             "-p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'`")
 
     def restore(self) -> None:
-        name = f"{self.plan.app}-restore-{self.run_id}"[:63].rstrip("-")
+        name = f"{self.plan.app}-restore-{self.run_id}-{self.tag}"[:63].rstrip("-")
         self.record.restore = name
         started = time.monotonic()
         self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.ns],
@@ -438,7 +440,7 @@ class NamespaceDrill:
         if status.get("phase") != "Completed":
             problems.append(f"Restore {self.record.restore} ended {status.get('phase')} "
                             f"({status.get('errors', 0)} errors): {status.get('failureReason', '')}")
-        records = self.pod_volume_records(self.restored_items)
+        records = self.pod_volume_records(self.velero.list_pod_volume_restores(self.record.restore))
         self.record.pod_volume_restores = len(records)
         expected = [(pod, volume) for pod, volume in self.snapshot.pod_volumes]
         problems += compare_pod_volumes(operation="restore", expected=expected, records=records)

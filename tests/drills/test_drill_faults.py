@@ -1,0 +1,140 @@
+"""Drills that cannot lie: each verifier, given the fault it exists for on a real cluster, fails the
+drill with a message that names it.
+
+One real namespace drill of the example's pelican runs up to the restore (module fixture); a clean
+verification passes first, so each fault below is what makes the drill fail. Faults are injected
+into the restored state and undone after each test, except the last ones, which need their own
+backup. Run in file order (no xdist split): they share one restored namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from restoredrill.catalogue import App, Catalogue
+from restoredrill.drill import data
+from restoredrill.drill.namespace import DrillFailed, NamespaceDrill
+from restoredrill.platform.velero import GROUP, VERSION
+
+pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
+
+APP = "pelican"
+CLAIM = "pelican-data"
+LARGE = f"{data.MOUNT_ROOT}/{CLAIM}/{data.SEED_DIR}/large.bin"
+
+
+def app_named(catalogue: Catalogue, name: str) -> App:
+    return next(app for app in catalogue.apps if app.name == name)
+
+
+@pytest.fixture(scope="module")
+def restored(request: pytest.FixtureRequest, catalogue: Catalogue) -> Iterator[NamespaceDrill]:
+    """pelican deployed, seeded, backed up, sentinelled, destroyed and restored; not yet verified."""
+    factory: Callable[[App], NamespaceDrill] = request.getfixturevalue("module_namespace_drill")
+    drill = factory(app_named(catalogue, APP))
+    for step, action in (("deploy", drill.deploy), ("seed", drill.seed), ("record", drill.take_snapshot),
+                         ("backup", drill.backup), ("sentinel", drill.write_sentinels), ("suspend", drill.suspend),
+                         ("destroy", drill.destroy), ("restore", drill.restore)):
+        drill.step(step, action)
+    yield drill
+
+
+def in_inspector(drill: NamespaceDrill, script: str) -> str:
+    result: list[str] = []
+    drill.with_inspector([CLAIM], lambda pod: result.append(
+        drill.ctx.kubectl(["-n", drill.ns, "exec", pod, "--", "sh", "-c", script])))
+    return result[0]
+
+
+def expect_failure(action: Callable[[], None], *needles: str) -> DrillFailed:
+    with pytest.raises(DrillFailed) as caught:
+        action()
+    message = str(caught.value)
+    for needle in needles:
+        assert needle in message, f"{needle!r} not in the drill's failure:\n{message}"
+    return caught.value
+
+
+def test_clean_restore_verifies(restored: NamespaceDrill) -> None:
+    """The baseline: without a fault the same restore verifies, so the faults below are the cause."""
+    restored.step("verify", restored.verify)
+    assert restored.record.files_verified > 0 and restored.record.pod_volume_restores == 2
+
+
+def test_a_changed_byte_fails_the_drill(restored: NamespaceDrill) -> None:
+    original = in_inspector(restored, f"dd if={LARGE} bs=1 skip=4242 count=1 2>/dev/null | od -An -to1").strip()
+    flipped = "101" if original != "101" else "102"
+    in_inspector(restored, f"printf '\\{flipped}' | dd of={LARGE} bs=1 seek=4242 conv=notrunc 2>/dev/null")
+    try:
+        expect_failure(restored.verify, f"PVC {restored.ns}/{CLAIM}", f"{data.SEED_DIR}/large.bin", "differs")
+    finally:
+        in_inspector(restored, f"printf '\\{original}' | dd of={LARGE} bs=1 seek=4242 conv=notrunc 2>/dev/null")
+
+
+def test_a_present_sentinel_fails_the_drill(restored: NamespaceDrill) -> None:
+    """Live data where restored data should be: as if the namespace had never been destroyed."""
+    sentinel = f"{data.MOUNT_ROOT}/{CLAIM}/{data.SENTINEL}"
+    in_inspector(restored, f"echo written-after-backup > {sentinel}")
+    try:
+        expect_failure(restored.verify, data.SENTINEL, "was the namespace really deleted?")
+    finally:
+        in_inspector(restored, f"rm -f {sentinel}")
+
+
+def test_a_failed_pod_volume_restore_fails_the_drill(restored: NamespaceDrill) -> None:
+    victim = restored.velero.list_pod_volume_restores(restored.record.restore)[0]
+    name = victim["metadata"]["name"]
+    status: dict[str, Any] = dict(victim.get("status") or {})
+
+    def set_status(body: dict[str, Any]) -> None:
+        restored.ctx.custom.patch_namespaced_custom_object_status(GROUP, VERSION, restored.velero.namespace,
+                                                                  "podvolumerestores", name, {"status": body})
+
+    set_status({**status, "phase": "Failed", "message": "injected by restoredrill's fault test"})
+    try:
+        expect_failure(restored.verify, f"PodVolumeRestore {name}", "is Failed", "injected by restoredrill")
+    finally:
+        set_status(status)
+
+
+def test_drift_after_resume_fails_the_drill(restored: NamespaceDrill) -> None:
+    """A restored object that differs from Git: Flux changes it on resume, and the drill says so."""
+    restored.ctx.kubectl(["-n", restored.ns, "patch", "configmap", "pelican-config", "--type", "merge", "-p",
+                          '{"data": {"APP_TIMEZONE": "Mars/Olympus_Mons"}}'])
+    expect_failure(restored.resume_and_adopt, f"ConfigMap/{restored.ns}/pelican-config", "changed by Flux on resume")
+
+
+def test_a_claim_on_a_hostpath_volume_fails_the_backup(restored: NamespaceDrill, catalogue: Catalogue,
+                                                       request: pytest.FixtureRequest) -> None:
+    """Velero skips claims bound to hostPath PVs without a word: the drill counts PodVolumeBackups."""
+    ns = restored.ns
+    pv = f"restoredrill-hostpath-{restored.run_id}"
+    objects: list[dict[str, Any]] = [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv},
+         "spec": {"capacity": {"storage": "64Mi"}, "accessModes": ["ReadWriteOnce"], "storageClassName": "",
+                  "persistentVolumeReclaimPolicy": "Delete",
+                  "hostPath": {"path": f"/tmp/{pv}", "type": "DirectoryOrCreate"},
+                  "claimRef": {"namespace": ns, "name": "hostpath-data"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "hostpath-data", "namespace": ns},
+         "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
+                  "resources": {"requests": {"storage": "64Mi"}}}},
+        {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "hostpath-user", "namespace": ns},
+         "spec": {"containers": [{"name": "c", "image": restored.busybox_image, "imagePullPolicy": "IfNotPresent",
+                                  "command": ["sh", "-c", "exec sleep 86400"],
+                                  "volumeMounts": [{"name": "data", "mountPath": "/data"}]}],
+                  "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "hostpath-data"}}],
+                  "terminationGracePeriodSeconds": 0}},
+    ]
+    restored.ctx.apply(objects)
+    try:
+        restored.ctx.wait_for_pods_ready(namespace=ns, selector="", what="hostPath pod", timeout_name="pod_ready")
+        factory: Callable[[App], NamespaceDrill] = request.getfixturevalue("module_namespace_drill")
+        drill = factory(app_named(catalogue, APP))
+        drill.take_snapshot()
+        expect_failure(drill.backup, f"no PodVolumeBackup for volume 'data' of pod {ns}/hostpath-user",
+                       "hostPath")
+    finally:
+        restored.ctx.delete(list(reversed(objects)), wait=True)

@@ -1,0 +1,101 @@
+"""The repo is published to the drill cluster as written, but for NFS volumes, which become host folders."""
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from restoredrill.drill.gitops import STANDIN_LABEL, nfs_host_path, publishable_tree, rewrite_nfs_volumes
+from restoredrill.yamlio import iter_yaml_files
+
+LIBRARY_PV = "kubernetes/apps/immich/immich/app/library-pv.yaml"
+SEAWEEDFS_PV = "kubernetes/apps/seaweedfs/seaweedfs/app/storage.yaml"
+
+
+def nfs_pv(name: str = "photos", *, server: str = "10.127.0.5", path: str = "/data/photos") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "PersistentVolume",
+            "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "immich"}},
+            "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteMany"], "storageClassName": "",
+                     "persistentVolumeReclaimPolicy": "Retain", "nfs": {"server": server, "path": path}}}
+
+
+def test_an_nfs_volume_becomes_a_host_folder(tmp_path: Path) -> None:
+    pv = nfs_pv()
+    (note,) = rewrite_nfs_volumes([pv], root=tmp_path)
+    host = tmp_path / "10.127.0.5" / "data" / "photos"
+    assert pv["spec"]["hostPath"] == {"path": str(host), "type": "DirectoryOrCreate"}
+    assert "nfs" not in pv["spec"]
+    assert pv["spec"]["capacity"] == {"storage": "1Gi"} and pv["spec"]["storageClassName"] == ""
+    assert pv["metadata"]["labels"] == {"app.kubernetes.io/name": "immich", STANDIN_LABEL: "nfs"}
+    assert "PersistentVolume photos" in note
+    assert "10.127.0.5:/data/photos" in note
+    assert str(host) in note
+
+
+def test_a_volume_without_labels_gets_the_standin_label(tmp_path: Path) -> None:
+    pv = nfs_pv()
+    del pv["metadata"]["labels"]
+    rewrite_nfs_volumes([pv], root=tmp_path)
+    assert pv["metadata"]["labels"] == {STANDIN_LABEL: "nfs"}
+
+
+def test_other_documents_are_left_alone(tmp_path: Path) -> None:
+    documents: list[Any] = [
+        {"apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": "local"},
+         "spec": {"hostPath": {"path": "/srv/data"}}},
+        {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "c"},
+         "spec": {"nfs": {"server": "s", "path": "/p"}}},  # not a PV: not touched, whatever it holds
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "nfs"}, "data": {"nfs:": "x"}},
+        None,
+        "a string",
+    ]
+    before = copy.deepcopy(documents)
+    assert rewrite_nfs_volumes(documents, root=tmp_path) == []
+    assert documents == before
+
+
+def test_every_nfs_volume_of_a_file_is_rewritten(tmp_path: Path) -> None:
+    documents: list[Any] = [nfs_pv("a", server="nas", path="/export/a"), {"kind": "Service"},
+                            nfs_pv("b", server="nas2", path="/b/")]
+    notes = rewrite_nfs_volumes(documents, root=tmp_path)
+    assert len(notes) == 2
+    assert documents[0]["spec"]["hostPath"]["path"] == str(tmp_path / "nas" / "export" / "a")
+    assert documents[2]["spec"]["hostPath"]["path"] == str(tmp_path / "nas2" / "b")
+    assert nfs_host_path("nas2", "/b/", root=tmp_path) == tmp_path / "nas2" / "b"
+
+
+def test_the_published_tree_has_the_nfs_standin_and_nothing_else_changed(example_repo, tmp_path: Path) -> None:
+    repo, target, nfs = example_repo.root, tmp_path / "published", tmp_path / "nfs"
+    notes = publishable_tree(repo, target, nfs=nfs)
+    assert len(notes) == 2
+    assert notes[0].startswith(f"{LIBRARY_PV}: PersistentVolume immich-library: NFS 10.127.0.5:/data/photos")
+    assert notes[1].startswith(f"{SEAWEEDFS_PV}: PersistentVolume seaweedfs-data: NFS 10.127.0.5:/data/seaweedfs")
+    documents = list(yaml.safe_load_all((target / LIBRARY_PV).read_text()))
+    (pv,) = [d for d in documents if d and d["kind"] == "PersistentVolume"]
+    assert pv["spec"]["hostPath"]["path"] == str(nfs / "10.127.0.5" / "data" / "photos")
+    assert pv["metadata"]["labels"][STANDIN_LABEL] == "nfs"
+    (claim,) = [d for d in documents if d and d["kind"] == "PersistentVolumeClaim"]
+    assert claim["spec"]["volumeName"] == "immich-library"  # still bound to it by name
+    # Every other file, SOPS-encrypted ones above all (their MAC covers the bytes), is copied unchanged.
+    sops = sorted(repo.rglob("*.sops.yaml"))
+    assert sops
+    for path in sops:
+        assert (target / path.relative_to(repo)).read_bytes() == path.read_bytes()
+    originals = {p.relative_to(repo) for p in repo.rglob("*") if p.is_file()}
+    assert originals == {p.relative_to(target) for p in target.rglob("*") if p.is_file()}
+    changed = {str(p) for p in originals if (target / p).read_bytes() != (repo / p).read_bytes()}
+    assert changed == {LIBRARY_PV, SEAWEEDFS_PV}
+    assert not nfs.exists()  # the host folder is made by the kubelet (DirectoryOrCreate), not here
+
+
+def test_a_tree_without_nfs_is_copied_as_is(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    (repo / "apps").mkdir(parents=True)
+    (repo / "apps" / "pv.yaml").write_text("# hostPath, no NFS\nkind: PersistentVolume\nspec:\n  hostPath: {}\n")
+    (repo / ".git").mkdir()
+    (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
+    assert publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs") == []
+    assert (tmp_path / "out" / "apps" / "pv.yaml").read_text() == (repo / "apps" / "pv.yaml").read_text()
+    assert not (tmp_path / "out" / ".git").exists()  # the git server gets a fresh history
+    assert [p.name for p in iter_yaml_files(tmp_path / "out")] == ["pv.yaml"]
