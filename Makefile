@@ -15,11 +15,14 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	@touch $@
 
-# The main job: the static backup-policy suite on the GitOps repo (default: the bundled example),
-# then the HTML report. The pytest exit status is kept, so a failing policy fails the job.
+# The main job: every suite on the GitOps repo (default: the bundled example): the static
+# backup-policy checks, then the restore drills on the default local cluster (namespace drills of
+# every app, CNPG options B and C, full-cluster recovery), then the HTML report. The pytest exit
+# status is kept, so a failing check or drill fails the job.
 drill: setup
 	$(BIN)/restoredrill schemas
-	$(BIN)/pytest suites -m static $(PYTEST_ARGS); status=$$?; \
+	$(BIN)/restoredrill toolchain
+	$(BIN)/pytest suites $(PYTEST_ARGS); status=$$?; \
 	  $(BIN)/restoredrill report; exit $$status
 
 report: setup

@@ -84,6 +84,15 @@ def text_summary(summary_path: Path) -> str:
     for app in sorted(by_app, key=lambda a: (-by_app[a]["failed"], a)):
         counts = by_app[app]
         lines.append(f"{app:<24} {counts['passed']:>7} {counts['failed']:>7} {counts['skipped']:>8}")
+    drills = [r for r in summary["results"] if r.get("rto_s") is not None or r.get("sequence_s") is not None]
+    if drills:
+        lines += ["", f"{'drill':<44} {'outcome':<8} {'RTO s':>7} {'PVB':>4} {'PVR':>4} {'files':>6} {'rows':>6}"]
+        for r in sorted(drills, key=lambda r: (str(r.get("scenario")), str(r.get("app")))):
+            name = f"{r.get('app') or 'cluster'} {r.get('scenario')}"
+            rto = r.get("rto_s") if r.get("rto_s") is not None else r.get("sequence_s")
+            lines.append(f"{name:<44} {r['outcome']:<8} {rto:>7} {r.get('pod_volume_backups', '-'):>4} "
+                         f"{r.get('pod_volume_restores', '-'):>4} {r.get('files_verified', '-'):>6} "
+                         f"{r.get('rows_verified', '-'):>6}")
     for failure in failures:
         message = (failure.get("message") or "").strip().splitlines()
         lines += ["", f"FAILED {failure['nodeid']}", *(f"  {line}" for line in message[:6])]

@@ -76,6 +76,8 @@ class CnpgRecovery:
     database: str
     image: str
     out: Callable[[str], None] = print
+    # Where the runbook's own commands did not work as written (and what was done instead).
+    findings: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -141,15 +143,36 @@ class CnpgRecovery:
         return self.cnpg.primary_pod(cluster=self.name, namespace=namespace)
 
     def dump(self) -> bytes:
-        """The runbook's `kubectl exec ... pg_dump -U <owner> -d <db> -Fc > immich-backup.dump`."""
-        owner = self.owner()
-        command = ["-n", self.source_namespace, "exec", self.pod(self.source_namespace), "-c", "postgres", "--",
-                   "pg_dump", "-U", owner, "-d", self.database, "-Fc"]
+        """The runbook's `kubectl exec ... pg_dump -U <owner> -d <db> -Fc > immich-backup.dump`.
+
+        CNPG lets only the `postgres` OS user in over the instance's local socket (peer
+        authentication), so `-U <owner>` is refused there: that is recorded as a runbook finding and
+        the dump is taken as `postgres`, which the same socket accepts.
+        """
+        pod = self.pod(self.source_namespace)
+
+        def pg_dump(user: str) -> bytes:
+            return self.ctx.kubectl_bytes(["-n", self.source_namespace, "exec", pod, "-c", "postgres", "--",
+                                           "pg_dump", "-U", user, "-d", self.database, "-Fc"],
+                                          input=b"", timeout=self.ctx.timeout("command") * 3)
+
+        return self._runbook_or_postgres("pg_dump", pg_dump)
+
+    def _runbook_or_postgres(self, tool: str, action: Callable[[str], bytes]) -> bytes:
         try:
-            return self.ctx.kubectl_bytes(command, input=b"", timeout=self.ctx.timeout("command") * 3)
+            return action(self.owner())
         except CommandError as error:
-            raise RecoveryFailed(f"the runbook's pg_dump failed: {error.output.strip()[-400:]}",
-                                 remedy="run pg_dump as a role the instance lets in over its local socket") from error
+            if "Peer authentication failed" not in error.output:
+                raise RecoveryFailed(f"the runbook's {tool} failed: {error.output.strip()[-400:]}") from error
+            self.findings.append(
+                f"runbook Option C: `{tool} -U {self.owner()}` inside the instance pod fails: "
+                f"{error.output.strip().splitlines()[0]} (CNPG allows only the postgres user over the local "
+                f"socket). Fix the runbook: drop `-U {self.owner()}` (run as postgres), or connect over TCP "
+                f"with `-h localhost` and the password from Secret {self.name}-app.")
+        try:
+            return action("postgres")
+        except CommandError as error:
+            raise RecoveryFailed(f"{tool} as postgres failed too: {error.output.strip()[-400:]}") from error
 
     def owner(self) -> str:
         initdb = ((self.cluster.get("spec") or {}).get("bootstrap") or {}).get("initdb") or {}
@@ -168,11 +191,11 @@ class CnpgRecovery:
         # kubectl cp immich-backup.dump immich/immich-postgres-1:/tmp/ (a tar stream, as kubectl cp does)
         self.ctx.kubectl_bytes(["-n", namespace, "exec", "-i", pod, "-c", "postgres", "--", "sh", "-c",
                                 f"cat > {DUMP_PATH}"], input=dump, timeout=self.ctx.timeout("command"))
-        try:
-            self.ctx.kubectl(["-n", namespace, "exec", pod, "-c", "postgres", "--", "pg_restore", "-U", self.owner(),
-                              "-d", self.database, "--clean", "--if-exists", DUMP_PATH],
-                             timeout=self.ctx.timeout("command") * 3)
-        except CommandError as error:
-            raise RecoveryFailed(f"the runbook's pg_restore failed: {error.output.strip()[-400:]}") from error
+        def pg_restore(user: str) -> bytes:
+            return self.ctx.kubectl_bytes(["-n", namespace, "exec", pod, "-c", "postgres", "--", "pg_restore", "-U",
+                                           user, "-d", self.database, "--clean", "--if-exists", DUMP_PATH],
+                                          input=b"", timeout=self.ctx.timeout("command") * 3)
+
+        self._runbook_or_postgres("pg_restore", pg_restore)
         record.seconds = round(time.monotonic() - started, 1)
         return record

@@ -167,6 +167,10 @@ class NamespaceDrill:
     # ---- deploy and seed -------------------------------------------------------------------
     def deploy(self) -> None:
         self.gitops.create_namespace(self.ns)
+        for pv in self.released_volumes():
+            self.release_volume(pv, manual=False)
+            self.record.notes.append(f"PersistentVolume {pv} was Released, still bound to a claim of an earlier "
+                                     f"{self.ns} namespace; its claimRef was removed so the app's claim can bind")
         self.gitops.deploy(self.plan.kustomizations)
         self.wait_healthy()
 
@@ -412,10 +416,19 @@ class NamespaceDrill:
                 if (pv["spec"].get("claimRef") or {}).get("namespace") == self.ns
                 and pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain"]
 
-    def release_volume(self, name: str) -> None:
+    def released_volumes(self) -> list[str]:
+        """PVs left Released by an earlier namespace of this name (a kept cluster)."""
+        volumes = self.dicts(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
+        return [str(pv["metadata"]["name"]) for pv in volumes
+                if (pv["spec"].get("claimRef") or {}).get("namespace") == self.ns
+                and (pv.get("status") or {}).get("phase") == "Released"]
+
+    def release_volume(self, name: str, *, manual: bool = True) -> None:
         """A Retain PV outlives its namespace (the NFS library): free it for the restored claim."""
         core = client.CoreV1Api(self.ctx.api)
         core.patch_persistent_volume(name, [{"op": "remove", "path": "/spec/claimRef"}])
+        if not manual:
+            return
         self.record.manual_steps.append(
             f"PersistentVolume {name} (reclaim policy Retain) kept its data but stayed bound to the deleted claim; "
             f"its claimRef was removed so the restored claim binds to it: `kubectl patch pv {name} --type json "

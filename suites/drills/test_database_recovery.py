@@ -10,6 +10,7 @@ Both are verified by the drill table's row count and content digest, and timed (
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator
 
 import allure
@@ -25,6 +26,10 @@ from restoredrill.drill.namespace import NamespaceDrill
 from restoredrill.platform import ObjectStore
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
+
+
+class RunbookWarning(UserWarning):
+    """A runbook command that does not work as written; the drill says what worked instead."""
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -87,6 +92,10 @@ def test_cnpg_option_c_pg_dump_and_pg_restore(cnpg_app: App, seeded: NamespaceDr
     record = recovery.restore_dump(dump, namespace=target)
     after = recovery.check(target)
     record.rows = before.rows
-    record_result(app=cnpg_app.name, dump_bytes=len(dump), **record.facts())
+    record_result(app=cnpg_app.name, dump_bytes=len(dump), runbook_findings=recovery.findings or None,
+                  **record.facts())
+    for finding in recovery.findings:
+        allure.attach(finding, name="runbook finding", attachment_type=allure.attachment_type.TEXT)
+        warnings.warn(RunbookWarning(finding), stacklevel=1)
     assert after == before, (f"option C: {after.rows} rows (md5 {after.digest}) restored, {before.rows} rows "
                              f"(md5 {before.digest}) dumped")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import allure
 import pytest
 
-from fixtures.drills import drill_apps, remove_app
+from fixtures.drills import drill_apps, load_app_images, remove_app
 from restoredrill.catalogue import Catalogue
 from restoredrill.cluster import ClusterHandle, ClusterProvider
 from restoredrill.config import DrillConfig
@@ -28,7 +28,6 @@ from restoredrill.drill.fullcluster import (
 from restoredrill.drill.gitops import GitOpsDeployment
 from restoredrill.drill.namespace import NamespaceDrill
 from restoredrill.drill.plan import plan_app
-from restoredrill.images.standins import build_standin_images, standins_for
 from restoredrill.kube import load_api_client
 from restoredrill.platform import CloudNativePG, ObjectStore, PlatformStack, Velero
 from restoredrill.platform.base import PlatformContext
@@ -75,8 +74,8 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
         def platform() -> PlatformStack:
             store = object_store.kind
             cluster_provider.load_images(build_local_images(tuple(dict.fromkeys((*DEFAULT_LOCAL_IMAGES, store)))))
-            cluster_provider.load_images(build_standin_images(standins_for(
-                catalogue, [a for a in catalogue.apps if a.name in record.apps], provided=ctx.images.values())))
+            load_app_images(cluster_provider, catalogue, [a for a in catalogue.apps if a.name in record.apps],
+                            ctx.images)
             stack = PlatformStack.create(ctx, object_store=store, data_dir=object_store.data_dir,
                                          credentials=object_store.credentials, reuse_installed=False)
             stack.install()

@@ -90,8 +90,9 @@ def test_a_failed_pod_volume_restore_fails_the_drill(restored: NamespaceDrill) -
     status: dict[str, Any] = dict(victim.get("status") or {})
 
     def set_status(body: dict[str, Any]) -> None:
-        restored.ctx.custom.patch_namespaced_custom_object_status(GROUP, VERSION, restored.velero.namespace,
-                                                                  "podvolumerestores", name, {"status": body})
+        # Velero's CRDs have no status subresource: the status is patched like any field.
+        restored.ctx.merge_patch(GROUP, VERSION, "podvolumerestores", restored.velero.namespace, name,
+                                 {"status": body})
 
     set_status({**status, "phase": "Failed", "message": "injected by restoredrill's fault test"})
     try:
