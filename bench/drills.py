@@ -10,7 +10,9 @@ of its own and prints, from its summary.json:
   full-cluster recovery: each step, each app's RTO and the whole sequence (aim: 30 min on 2 cores)
   wall time of the run
 
-Run: `.venv/bin/python bench/drills.py [-k EXPR] [--reports DIR] [-- extra pytest args]`.
+Run: `.venv/bin/python bench/drills.py [-k EXPR] [--reports DIR] [-- extra pytest args]`, or
+`.venv/bin/python bench/drills.py --from-summary reports/summary.json` for the figures of a run
+already made (`make drill`).
 """
 
 from __future__ import annotations
@@ -77,8 +79,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-k", dest="selection", help="pytest -k expression (default: every drill)")
     parser.add_argument("--reports", type=Path, help="reports folder (default: a temporary one)")
+    parser.add_argument("--from-summary", type=Path, help="print the figures of this summary.json, run nothing")
     parser.add_argument("extra", nargs="*", help="more pytest arguments (after --)")
     args = parser.parse_args()
+    if args.from_summary:
+        for line in figures(json.loads(args.from_summary.read_text())):
+            print(line)
+        return 0
     reports = args.reports or Path(tempfile.mkdtemp(prefix="restoredrill-bench-"))
     code, seconds = run(args.selection, reports, args.extra)
     summary = json.loads((reports / "summary.json").read_text())

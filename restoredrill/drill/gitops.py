@@ -24,8 +24,13 @@ import yaml
 from kubernetes import client
 
 from restoredrill.catalogue import Catalogue
-from restoredrill.cluster.namespaces import create_owned_namespace
-from restoredrill.errors import ConfigError
+from restoredrill.cluster.namespaces import (
+    CREATED_BY_LABEL,
+    CREATED_BY_VALUE,
+    RUN_ID_LABEL,
+    create_owned_namespace,
+)
+from restoredrill.errors import ConfigError, NotOursError
 from restoredrill.pins import cache_dir, module_pins
 from restoredrill.platform import Flux, Velero
 from restoredrill.platform.base import PlatformContext, check_pods_can_start, labels, read_crds
@@ -191,11 +196,33 @@ class GitOpsDeployment:
                 return manifest.obj
         return None
 
-    def create_namespace(self, namespace: str) -> None:
-        """The app's namespace, labelled as this run's (the drill may delete only what it made)."""
+    def create_namespace(self, namespace: str, *, kustomizations: Sequence[str] = ()) -> None:
+        """The app's namespace, labelled as this run's (the drill may delete only what it made).
+
+        On a cluster restoredrill made, a namespace an earlier run left (labelled created-by
+        restoredrill, another run id: `--keep-cluster`) is removed first, with its Kustomizations.
+        Anywhere else such a namespace stops the drill (NotOursError).
+        """
         declared = self.namespace_manifest(namespace) or {}
         extra = {str(k): str(v) for k, v in ((declared.get("metadata") or {}).get("labels") or {}).items()}
+        try:
+            create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id,
+                                   labels=extra)
+            return
+        except NotOursError:
+            if not self.ctx.cluster.created_by_us or not self._left_by_earlier_run(namespace):
+                raise
+        for name in kustomizations:
+            self.ctx.delete([{"apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
+                              "metadata": {"name": name, "namespace": self.flux.namespace}}], wait=True)
+        self.ctx.delete([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}], wait=True)
+        self.out(f"[drill] removed namespace {namespace} left by an earlier restoredrill run on this cluster")
         create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id, labels=extra)
+
+    def _left_by_earlier_run(self, namespace: str) -> bool:
+        found = self.ctx.core.read_namespace(namespace)
+        labels_ = (found.metadata.labels if found.metadata else None) or {}
+        return labels_.get(CREATED_BY_LABEL) == CREATED_BY_VALUE and labels_.get(RUN_ID_LABEL) != self.run_id
 
     def deploy(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Apply the app's Flux Kustomizations as the repo writes them and wait until Ready."""

@@ -135,6 +135,7 @@ class NamespaceDrill:
         self.record = DrillRecord(app=plan.app, namespace=plan.namespace)
         self.snapshot = Snapshot()
         self.step_name = "start"
+        self.created_namespace = False  # only then may clean-up delete it
         self.tag = uuid.uuid4().hex[:4]  # several drills of one app in a run get distinct Backups/Restores
 
     # ---- the whole drill --------------------------------------------------------------------
@@ -166,7 +167,8 @@ class NamespaceDrill:
 
     # ---- deploy and seed -------------------------------------------------------------------
     def deploy(self) -> None:
-        self.gitops.create_namespace(self.ns)
+        self.gitops.create_namespace(self.ns, kustomizations=self.plan.kustomization_names)
+        self.created_namespace = True
         for pv in self.released_volumes():
             self.release_volume(pv, manual=False)
             self.record.notes.append(f"PersistentVolume {pv} was Released, still bound to a claim of an earlier "
