@@ -33,13 +33,16 @@ def parse_inventory(text: str) -> dict[str, Entry]:
     inventory script escapes backslash, tab and newline as \\\\, \\t and \\n.
     """
     entries: dict[str, Entry] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line:
             continue
         fields = line.split("\t")
         if len(fields) != 4 or fields[0] not in ("f", "d", "l"):
             raise ValueError(f"inventory line {number} is not `kind<TAB>size<TAB>digest<TAB>path`: {line!r}")
         kind_code, size, digest, path = fields
+        if kind_code == "f" and not (_SHA256.fullmatch(digest) and size.isdigit()):
+            # An unreadable file must never compare equal to another unreadable file.
+            raise ValueError(f"inventory line {number}: file {path!r} has no readable size and SHA-256: {line!r}")
         path = _unescape(path)
         if kind_code == "f":
             entries[path] = Entry(path=path, kind="file", size=int(size), sha256=digest)
@@ -50,6 +53,7 @@ def parse_inventory(text: str) -> dict[str, Entry]:
     return entries
 
 
+_SHA256 = re.compile(r"[0-9a-f]{64}")
 _ESCAPES = {"\\\\": "\\", "\\t": "\t", "\\n": "\n"}
 
 

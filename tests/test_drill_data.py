@@ -220,11 +220,11 @@ def test_inspector_pod_without_extra_labels() -> None:
 
 @pytest.fixture
 def fake_mariadb(tmp_path: Path) -> Path:
-    """A `mariadb` that prints its arguments, one per line."""
+    """A `mariadb` that prints the password it got (MYSQL_PWD) and its arguments, one per line."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     fake = bin_dir / "mariadb"
-    fake.write_text("#!/bin/sh\nprintf '%s\\n' \"$@\"\n")
+    fake.write_text("#!/bin/sh\nprintf 'pw=%s\\n' \"${MYSQL_PWD:-}\"\nprintf '%s\\n' \"$@\"\n")
     fake.chmod(0o755)
     return bin_dir
 
@@ -239,7 +239,8 @@ def test_mysql_command_passes_the_sql_untouched(tmp_path: Path, fake_mariadb: Pa
     env = {"PATH": f"{fake_mariadb}:{os.environ.get('PATH', '/usr/bin:/bin')}", password_variable: "s3cret pw"}
     result = subprocess.run([shutil.which("sh") or "/bin/sh", *command[1:]], env=env, check=True, timeout=30,
                             capture_output=True, text=True)
-    assert result.stdout.splitlines() == ["-uroot", "-ps3cret pw", "-N", "-B", "pricebuddy", "-e", sql]
+    # The password travels in MYSQL_PWD, never on the command line.
+    assert result.stdout.splitlines() == ["pw=s3cret pw", "-uroot", "-N", "-B", "pricebuddy", "-e", sql]
     assert not pwned.exists()
 
 

@@ -82,8 +82,9 @@ def test_the_published_tree_has_the_nfs_standin_and_nothing_else_changed(example
     assert sops
     for path in sops:
         assert (target / path.relative_to(repo)).read_bytes() == path.read_bytes()
-    originals = {p.relative_to(repo) for p in repo.rglob("*") if p.is_file()}
+    originals = {p.relative_to(repo) for p in repo.rglob("*") if p.is_file() and p.suffix != ".agekey"}
     assert originals == {p.relative_to(target) for p in target.rglob("*") if p.is_file()}
+    assert not list(target.rglob("*.agekey"))  # the private key never reaches the git server
     changed = {str(p) for p in originals if (target / p).read_bytes() != (repo / p).read_bytes()}
     assert changed == {LIBRARY_PV, SEAWEEDFS_PV}
     assert not nfs.exists()  # the host folder is made by the kubelet (DirectoryOrCreate), not here
@@ -99,3 +100,12 @@ def test_a_tree_without_nfs_is_copied_as_is(tmp_path: Path) -> None:
     assert (tmp_path / "out" / "apps" / "pv.yaml").read_text() == (repo / "apps" / "pv.yaml").read_text()
     assert not (tmp_path / "out" / ".git").exists()  # the git server gets a fresh history
     assert [p.name for p in iter_yaml_files(tmp_path / "out")] == ["pv.yaml"]
+
+
+def test_cnpg_clusters_get_the_drill_clusters_postgresql_and_say_so(example_repo, tmp_path: Path) -> None:
+    notes = publishable_tree(example_repo.root, tmp_path / "published", nfs=tmp_path / "nfs", cnpg_image="local:15")
+    (note,) = [n for n in notes if "CNPG Cluster immich-postgres" in n]
+    assert "ghcr.io/cloudnative-pg/postgresql:16.9 replaced by local:15" in note and "major version" in note
+    path = tmp_path / "published/kubernetes/apps/immich/immich/app/cluster.yaml"
+    (cluster,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    assert cluster["spec"]["imageName"] == "local:15"

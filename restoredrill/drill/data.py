@@ -62,6 +62,7 @@ sync
 INVENTORY_SCRIPT = r"""set -eu
 cd "$1"
 find . -mindepth 1 -exec sh -c '
+set -eu
 tab=$(printf "\t"); nl=$(printf "\nx"); nl=${nl%x}
 esc() {
     case "$1" in
@@ -142,9 +143,12 @@ POSTGRES_SENTINEL = f"INSERT INTO {TABLE} VALUES ({SENTINEL_ROW_ID}, 'sentinel-a
 
 
 def mysql_command(sql: str, *, database: str) -> list[str]:
-    """Run `sql` as root with the password from the container's own environment."""
-    return ["sh", "-c", 'exec mariadb -uroot -p"${MARIADB_ROOT_PASSWORD:-$MYSQL_ROOT_PASSWORD}" -N -B '
-            f'{database} -e "$0"', sql]
+    """Run `sql` as root with the password from the container's own environment (MariaDB or MySQL
+    image, whichever client it has; no `-p` when no password is set, which would prompt)."""
+    script = ('client=$(command -v mariadb || command -v mysql); '
+              'pw="${MARIADB_ROOT_PASSWORD:-${MYSQL_ROOT_PASSWORD:-}}"; '
+              f'if [ -n "$pw" ]; then export MYSQL_PWD="$pw"; fi; exec "$client" -uroot -N -B {database} -e "$0"')
+    return ["sh", "-c", script, sql]
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ for adoption. The NFS library is verified intact without having been restored.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,16 +61,22 @@ class FullClusterRecord:
                 "rto_s_by_app": self.rto_s, "sequence_s": self.total_s, "synced_backups": self.synced_backups}
 
 
-def wait_for_synced_backups(drill: NamespaceDrill, names: Iterable[str], *, timeout: float) -> list[dict[str, Any]]:
-    """Velero on the new cluster lists the old Backups (BSL sync) and each is Completed."""
-    wanted = sorted(names)
+def wait_for_synced_backups(drill: NamespaceDrill, backups: Mapping[str, int], *,
+                            timeout: float) -> list[dict[str, Any]]:
+    """Velero on the new cluster lists the old Backups (BSL sync), each Completed, with its
+    PodVolumeBackups (`backups`: name -> how many): the restore reads those from the cluster, and
+    the sync creates them after the Backup."""
+    wanted = sorted(backups)
 
     def probe() -> tuple[list[dict[str, Any]] | None, str]:
         found = {b["metadata"]["name"]: b for b in drill.ctx.list_objects(GROUP, VERSION, "backups",
                                                                           drill.velero.namespace)}
         phases = {name: (found.get(name, {}).get("status") or {}).get("phase") for name in wanted}
-        done = all(phase == "Completed" for phase in phases.values())
-        return ([found[n] for n in wanted] if done else None), f"{phases}"
+        volumes = {name: len(drill.velero.list_pod_volume_backups(name)) for name in wanted
+                   if phases[name] == "Completed"}
+        done = all(phase == "Completed" for phase in phases.values()) and all(
+            volumes.get(name, -1) >= backups[name] for name in wanted)
+        return ([found[n] for n in wanted] if done else None), f"phases {phases}; PodVolumeBackups {volumes}"
 
     return wait_until("the old Backups to sync into the new cluster's Velero", probe, timeout=timeout, interval=3.0,
                       remedy="`velero backup-location get`: the BSL must be Available and point at the old bucket")
@@ -78,11 +84,13 @@ def wait_for_synced_backups(drill: NamespaceDrill, names: Iterable[str], *, time
 
 def restore_app(drill: NamespaceDrill, out: Callable[[str], None] = print) -> None:
     """Suspend (create suspended), restore, verify, resume: the runbook's step 4 for one app."""
+    bodies = []
     for kustomization in drill.plan.kustomizations:
         body = {k: v for k, v in kustomization.items() if k != "status"}
         body["spec"] = {**body.get("spec", {}), "suspend": True}
-        drill.gitops.satisfy_dependencies([body])
-        drill.ctx.apply([body])
+        bodies.append(body)
+    drill.gitops.satisfy_dependencies(bodies)
+    drill.ctx.apply(bodies)
     drill.step("restore", drill.restore)
     drill.step("verify", drill.verify)
     drill.step("adopt", drill.resume_and_adopt)

@@ -8,7 +8,11 @@ What the drill cluster lacks is stood in, and every stand-in is recorded so the 
 - storage classes the claims name (`longhorn`) become aliases of the cluster's default class;
 - NFS PersistentVolumes (the kernel here has no NFS client) are published as hostPath volumes on a
   host folder that outlives the cluster, as the runbook's NFS server outlives its cluster;
-- the Gateway API CRDs are installed when an app has routes.
+- the Gateway API CRDs are installed when an app has routes;
+- on the local provider, CNPG Clusters run the platform's PostgreSQL image (Debian's 15), whatever
+  image and major version the repo names (nothing can be pulled there).
+The age key file (`*.agekey`) is never published: it reaches the cluster only as the Secret
+kustomize-controller decrypts with.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from restoredrill.cluster.namespaces import (
     CREATED_BY_VALUE,
     RUN_ID_LABEL,
     create_owned_namespace,
+    wait_for_namespace_deleted,
 )
 from restoredrill.errors import ConfigError, NotOursError
 from restoredrill.pins import cache_dir, module_pins
@@ -73,16 +78,38 @@ def rewrite_nfs_volumes(documents: list[Any], *, root: Path) -> list[str]:
     return changed
 
 
-def publishable_tree(repo: Path, target: Path, *, nfs: Path) -> list[str]:
-    """Copy `repo` to `target` with the NFS stand-ins applied; the stand-ins made."""
-    shutil.copytree(repo, target, ignore=shutil.ignore_patterns(".git"), dirs_exist_ok=True)
+def rewrite_cnpg_images(documents: list[Any], *, image: str) -> list[str]:
+    """Point CNPG Clusters at `image` (in place); what was changed."""
+    changed = []
+    for doc in documents:
+        if not (isinstance(doc, dict) and doc.get("kind") == "Cluster"
+                and str(doc.get("apiVersion", "")).startswith("postgresql.cnpg.io/")):
+            continue
+        spec = doc.setdefault("spec", {})
+        before = spec.get("imageName") or "(the operator's default)"
+        if before == image:
+            continue
+        spec["imageName"] = image
+        changed.append(f"CNPG Cluster {doc.get('metadata', {}).get('name')}: image {before} replaced by {image}"
+                       " (the PostgreSQL the drill cluster has; a different major version than the repo's may "
+                       "behave differently)")
+    return changed
+
+
+def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None) -> list[str]:
+    """Copy `repo` to `target` with the stand-ins applied (never the age key); the stand-ins made."""
+    shutil.copytree(repo, target, ignore=shutil.ignore_patterns(".git", "*.agekey"), dirs_exist_ok=True)
     notes: list[str] = []
     for path in iter_yaml_files(target):
         text = path.read_text()
-        if "nfs:" not in text or "PersistentVolume" not in text:
+        nfs_volume = "nfs:" in text and "PersistentVolume" in text
+        cnpg_cluster = cnpg_image is not None and "postgresql.cnpg.io/" in text and "Cluster" in text
+        if not (nfs_volume or cnpg_cluster) or "sops:" in text:
             continue
         documents = list(yaml.safe_load_all(text))
         changed = rewrite_nfs_volumes(documents, root=nfs)
+        if cnpg_image is not None:
+            changed += rewrite_cnpg_images(documents, image=cnpg_image)
         if changed:
             path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
             notes += [f"{path.relative_to(target)}: {note}" for note in changed]
@@ -101,13 +128,16 @@ class GitOpsDeployment:
     sops_age_key: Path | None
     standins: list[str] = field(default_factory=list)
     out: Callable[[str], None] = print
+    # Whether no other live session uses this cluster: only then are an earlier run's leftovers removed.
+    sole_user: Callable[[], bool] = lambda: False
 
     # ---- once per session ---------------------------------------------------------------------
     def publish(self) -> None:
         """Serve the repo (with stand-ins) and create the GitRepository the ks.yaml files name."""
         with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
             tree = Path(scratch) / "repo"
-            self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root())
+            cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.provider == "local" else None
+            self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image)
             (tree / EMPTY_PATH).mkdir(parents=True)
             (tree / EMPTY_PATH / "kustomization.yaml").write_text(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
@@ -210,12 +240,17 @@ class GitOpsDeployment:
                                    labels=extra)
             return
         except NotOursError:
-            if not self.ctx.cluster.created_by_us or not self._left_by_earlier_run(namespace):
+            if not (self.ctx.cluster.created_by_us and self._left_by_earlier_run(namespace) and self.sole_user()):
                 raise
         for name in kustomizations:
             self.ctx.delete([{"apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
                               "metadata": {"name": name, "namespace": self.flux.namespace}}], wait=True)
-        self.ctx.delete([{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}], wait=True)
+        found = self.ctx.core.read_namespace(namespace)
+        uid = found.metadata.uid if found.metadata else None
+        self.ctx.core.delete_namespace(namespace, body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid)))
+        wait_for_namespace_deleted(self.ctx.api, namespace, uid=str(uid),
+                                   timeout=self.ctx.timeout("namespace_deleted"))
         self.out(f"[drill] removed namespace {namespace} left by an earlier restoredrill run on this cluster")
         create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id, labels=extra)
 
@@ -268,7 +303,7 @@ class GitOpsDeployment:
                     "spec": {"interval": "1h", "path": f"./{EMPTY_PATH}", "prune": False,
                              "sourceRef": {"kind": "GitRepository", "name": str(source.get("name", "flux-system")),
                                            "namespace": str(source.get("namespace") or home)}}}])
-                self.flux.wait_for_kustomization_ready(name)
+                Flux(self.ctx, namespace=namespace).wait_for_kustomization_ready(name)
                 self.standins.append(f"Kustomization {namespace}/{name} (a dependency of "
                                      f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
                                      "provides what it deploys")

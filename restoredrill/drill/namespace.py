@@ -119,6 +119,17 @@ class Snapshot:
     pod_volumes: list[tuple[str, str]] = field(default_factory=list)  # (namespace/pod, volume)
 
 
+def _selects(resource: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
+    """Whether a Velero hook resource spec selects `pod` (matchLabels and includedNamespaces)."""
+    metadata = pod.get("metadata") or {}
+    namespaces = resource.get("includedNamespaces") or []
+    if namespaces and "*" not in namespaces and metadata.get("namespace") not in namespaces:
+        return False
+    wanted = ((resource.get("labelSelector") or {}).get("matchLabels")) or {}
+    labels = metadata.get("labels") or {}
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
 def _iso(moment: str) -> datetime:
     return datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
@@ -293,8 +304,11 @@ class NamespaceDrill:
             try:
                 return self.ctx.kubectl(["-n", self.ns, "exec", pod, "-c", container, "--",
                                          *data.mysql_command(sql, database=db.database)]), "ok"
-            except CommandError as error:  # the server may still be starting after the pod is Ready
-                return None, error.output.strip()[-300:]
+            except CommandError as error:
+                if "Can't connect" in error.output or "ERROR 2002" in error.output or "ERROR 2013" in error.output:
+                    return None, error.output.strip()[-300:]  # still starting after the pod is Ready
+                raise DrillFailed(self.plan.app, self.step_name,
+                                  [f"SQL on {self.ns}/{pod} failed: {error.output.strip()[-400:]}"]) from error
 
         return wait_until(f"MariaDB in {self.ns}/{pod} to answer", attempt, timeout=120, interval=3.0)
 
@@ -324,6 +338,26 @@ class NamespaceDrill:
         self.snapshot.pod_volumes = sorted(
             (f"{self.ns}/{pod['metadata']['name']}", volume) for pod in self.app_pods()
             for volume in fs_backup_volumes(pod, default_volumes_to_fs_backup=default))
+        self.fail(self.evidence_problems())
+
+    def evidence_problems(self) -> list[str]:
+        """A drill with nothing to compare would pass on nothing: every declared claim must be live and
+        accounted for, and there must be volumes or rows and Flux-applied objects to check."""
+        live = {str(c["metadata"]["name"]) for c in self.claims()}
+        problems = [f"PersistentVolumeClaim {self.ns}/{claim}, declared in the repo, does not exist in the cluster "
+                    "(is the app deployed into another namespace?)" for claim in self.plan.claims if claim not in live]
+        accounted = {*self.snapshot.inventories, *self.snapshot.kept, *self.plan.database_claims}
+        problems += [f"PersistentVolumeClaim {self.ns}/{claim} is neither compared file by file, nor a database's, "
+                     "nor excluded from the backup"
+                     for claim in self.plan.claims if claim in live and claim not in accounted]
+        if self.plan.claims and not self.snapshot.pod_volumes:
+            problems.append(f"no running pod of {self.ns} mounts a volume fs-backup would copy: the backup would hold "
+                            "no data")
+        if not (self.snapshot.inventories or self.snapshot.kept or self.snapshot.tables):
+            problems.append(f"nothing in {self.ns} to verify: no volume inventories and no database tables")
+        if not self.snapshot.objects:
+            problems.append(f"the app's Kustomizations applied no object in {self.ns}")
+        return problems
 
     def flux_objects(self) -> list[tuple[str, str, str, str]]:
         """The namespaced objects the app's Kustomizations applied: (version, group, kind, name)."""
@@ -352,22 +386,28 @@ class NamespaceDrill:
         records = self.pod_volume_records(self.velero.list_pod_volume_backups(name))
         self.record.pod_volume_backups = len(records)
         problems += compare_pod_volumes(operation="backup", expected=self.snapshot.pod_volumes, records=records)
-        problems += self.hook_problems(status)
+        problems += self.hook_problems(status, self.app_pods())
         self.fail(problems, remedy=f"`velero backup describe {name} --details` and `velero backup logs {name}`")
 
-    def hook_problems(self, status: Mapping[str, Any]) -> list[str]:
-        """A Schedule with hooks must show them attempted and none failed (else the backup is not consistent)."""
+    def hook_problems(self, status: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
+        """A Schedule with hooks must show each attempted once per pod it selects, none failed (else the
+        backup is not consistent)."""
         resources = ((self.plan.schedule.get("spec") or {}).get("template") or {}).get("hooks", {}).get("resources")
         if not resources:
             return []
         hooks = status.get("hookStatus") or {}
         attempted, failed = int(hooks.get("hooksAttempted", 0)), int(hooks.get("hooksFailed", 0))
         declared = sum(len(r.get("pre") or []) + len(r.get("post") or []) for r in resources)
-        problems = []
-        if attempted < declared:
-            problems.append(f"the Schedule declares {declared} backup hooks and the Backup attempted {attempted}: "
-                            "the database was not frozen for the copy, so the backup is not consistent (do the "
-                            "hooks' labelSelector and container match the database pod?)")
+        expected = sum((len(r.get("pre") or []) + len(r.get("post") or [])) * sum(1 for pod in pods if _selects(r, pod))
+                       for r in resources)
+        problems = [f"backup hook {r.get('name')!r} of the Schedule selects no running pod: it never ran, so what it "
+                    "should freeze was copied unfrozen (does its labelSelector match the database pod?)"
+                    for r in resources if (r.get("pre") or r.get("post")) and not any(_selects(r, p) for p in pods)]
+        if attempted != max(expected, 1 if declared else 0):
+            problems.append(f"the Schedule declares {declared} backup hooks, which should have run {expected} times "
+                            f"on the pods they select, and the Backup attempted {attempted}: the database was not "
+                            "frozen for the copy, so the backup is not consistent (do the hooks' labelSelector and "
+                            "container match the database pod?)")
         if failed:
             problems.append(f"{failed} of {attempted} backup hooks failed: the backup is not consistent")
         return problems
@@ -404,7 +444,9 @@ class NamespaceDrill:
                    if not self.flux.is_suspended(n)])
 
     def destroy(self) -> None:
-        released = self.bound_retained_volumes()
+        # Only PVs whose data Velero does not copy (the NFS library) are kept for the restored claim;
+        # a freed PV of a copied volume could be bound instead of the restored copy.
+        released = self.bound_retained_volumes(claims=set(self.snapshot.kept))
         delete_owned_namespace(self.ctx.api, self.ns, run_id=self.run_id, worker_id=self.gitops.worker_id,
                                wait_timeout=self.ctx.timeout("namespace_deleted"))
         for pv in released:
@@ -412,10 +454,11 @@ class NamespaceDrill:
             # It survived, so the restore finds it in place: expected, and only for this volume.
             self.allow.append(f"could not restore, PersistentVolume:{pv} already exists")
 
-    def bound_retained_volumes(self) -> list[str]:
+    def bound_retained_volumes(self, *, claims: set[str]) -> list[str]:
         volumes = self.dicts(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
         return [str(pv["metadata"]["name"]) for pv in volumes
                 if (pv["spec"].get("claimRef") or {}).get("namespace") == self.ns
+                and (pv["spec"].get("claimRef") or {}).get("name") in claims
                 and pv["spec"].get("persistentVolumeReclaimPolicy") == "Retain"]
 
     def released_volumes(self) -> list[str]:
@@ -561,11 +604,16 @@ class NamespaceDrill:
         return problems
 
     def table_problems(self) -> list[str]:
+        try:
+            after = self.tables()
+        except (RestoreDrillError, ValueError) as error:  # e.g. the table is gone: a fresh initdb
+            return [f"the restored databases could not be read: {error}"]
         problems = []
-        after = self.tables()
         for key, before in self.snapshot.tables.items():
             problems += data.compare_table(where=key, before=before, after=after[key])
             self.record.rows_verified += before.rows
+        if not problems and not self.record.rows_verified and not self.record.volumes_verified:
+            problems.append("nothing was verified: no volume and no database row")
         return problems
 
     # ---- hand back to Flux -----------------------------------------------------------------

@@ -528,7 +528,9 @@ class Velero:
             phases = [str((item.get("status") or {}).get("phase", "")) for item in items]
             seen = f"Restore {phase or '(none)'}; PodVolumeRestores: {phases or 'none'}"
             enough = expected is None or len(items) >= expected
-            done = phase in RESTORE_DONE and enough and all(p in POD_VOLUME_DONE for p in phases)
+            # A Restore that failed will create no more PodVolumeRestores: stop and let the caller report.
+            failed = phase in RESTORE_DONE - {"Completed"} and all(p in POD_VOLUME_DONE for p in phases)
+            done = failed or (phase in RESTORE_DONE and enough and all(p in POD_VOLUME_DONE for p in phases))
             return (items if done else None), seen
 
         return wait_until(f"PodVolumeRestores of Restore {restore_name}", probe,

@@ -14,7 +14,8 @@ from collections.abc import Callable
 import allure
 import pytest
 
-from fixtures.drills import drill_apps, load_app_images, remove_app
+from fixtures.cluster import SHARED_CLUSTER_KEY
+from fixtures.drills import attach_evidence, drill_apps, load_app_images, remove_app
 from restoredrill.catalogue import Catalogue
 from restoredrill.cluster import ClusterHandle, ClusterProvider
 from restoredrill.config import DrillConfig
@@ -40,11 +41,16 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
                                drill_config: DrillConfig, gitops_deployment: GitOpsDeployment,
                                platform_context: PlatformContext, object_store: ObjectStore,
                                platform_images: dict[str, str], velero: Velero, cnpg: CloudNativePG, run_id: str,
-                               worker_id: str, record_result: Callable[..., None]) -> None:
+                               worker_id: str, record_result: Callable[..., None],
+                               request: pytest.FixtureRequest) -> None:
     if cluster.provider != "local" or not cluster.created_by_us:
         pytest.skip("full-cluster recovery destroys and rebuilds the cluster: only on one the local provider made")
     if worker_id != "master":
         pytest.skip("full-cluster recovery takes the whole cluster away: run it without xdist (-n)")
+    shared = request.config.stash.get(SHARED_CLUSTER_KEY, None)
+    if shared is None or shared.others():
+        pytest.skip("full-cluster recovery takes the whole cluster away and another live session uses it: "
+                    f"{shared.others() if shared else 'unknown users'}")
     allure.dynamic.epic("cluster")
     allure.dynamic.feature("full cluster recovery")
     allure.dynamic.story("full cluster recovery")
@@ -65,8 +71,9 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
         sequence = time.monotonic()
 
         # 1. Provision the cluster: the old one is destroyed; the object store and NFS folders stay.
-        timed(record, "destroy the cluster", cluster_provider.down)
-        handle = timed(record, "new cluster up", cluster_provider.up)
+        with shared.lock:  # nobody joins the cluster while it is replaced
+            timed(record, "destroy the cluster", cluster_provider.down)
+            handle = timed(record, "new cluster up", cluster_provider.up)
         ctx = PlatformContext(cluster=handle, api=load_api_client(handle.kubeconfig, handle.context),
                               images=platform_context.images)
 
@@ -93,7 +100,8 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
 
         timed(record, "Flux source ready", flux_source)
         synced = timed(record, "backups synced", lambda: wait_for_synced_backups(
-            _rebind(drills[0], ctx, stack, gitops), [d.record.backup for d in drills], timeout=ctx.timeout("backup")))
+            _rebind(drills[0], ctx, stack, gitops), {d.record.backup: d.record.pod_volume_backups for d in drills},
+            timeout=ctx.timeout("backup")))
         record.synced_backups = len(synced)
 
         # 4-5. Suspend and restore every app, in dependency order; verify each.
@@ -103,6 +111,11 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
             timed(record, f"restore {drill.plan.app}", lambda d=drill: restore_app(d))
             record.rto_s[drill.plan.app] = drill.record.rto_s
         record.total_s = round(time.monotonic() - sequence, 1)
+    except BaseException:
+        for drill in drills:
+            if drill.record.restore or drill.record.backup:
+                attach_evidence(drill)
+        raise
     finally:
         record_result(**record.facts())
         allure.attach(str(record.facts()), name="full cluster recovery", attachment_type=allure.attachment_type.TEXT)

@@ -62,6 +62,7 @@ def test_clean_restore_verifies(restored: NamespaceDrill) -> None:
     """The baseline: without a fault the same restore verifies, so the faults below are the cause."""
     restored.step("verify", restored.verify)
     assert restored.record.files_verified > 0 and restored.record.pod_volume_restores == 2
+    assert restored.record.volumes_verified == 2
 
 
 def test_a_changed_byte_fails_the_drill(restored: NamespaceDrill) -> None:
@@ -101,11 +102,36 @@ def test_a_failed_pod_volume_restore_fails_the_drill(restored: NamespaceDrill) -
         set_status(status)
 
 
+def test_a_restore_warning_outside_the_allow_list_fails_the_drill(restored: NamespaceDrill) -> None:
+    """Without its allow-list entry, the warning every namespace restore gives (kube-root-ca.crt) fails."""
+    allowed = list(restored.allow)
+    restored.allow = [entry for entry in allowed if "kube-root-ca.crt" not in entry]
+    try:
+        expect_failure(restored.verify, "restore warning not in the allow-list", "ConfigMap:kube-root-ca.crt")
+    finally:
+        restored.allow = allowed
+
+
+def test_a_missing_pod_volume_restore_fails_the_drill(restored: NamespaceDrill) -> None:
+    """A volume whose PodVolumeRestore does not exist was not restored (deleted here: it is not recreated)."""
+    victim = restored.velero.list_pod_volume_restores(restored.record.restore)[0]
+    volume, pod = victim["spec"]["volume"], victim["spec"]["pod"]
+    restored.ctx.custom.delete_namespaced_custom_object(GROUP, VERSION, restored.velero.namespace,
+                                                        "podvolumerestores", victim["metadata"]["name"])
+    owner = f"{pod['namespace']}/{pod['name']}"
+    expect_failure(restored.verify, f"no PodVolumeRestore for volume {volume!r} of pod {owner}")
+
+
 def test_drift_after_resume_fails_the_drill(restored: NamespaceDrill) -> None:
     """A restored object that differs from Git: Flux changes it on resume, and the drill says so."""
     restored.ctx.kubectl(["-n", restored.ns, "patch", "configmap", "pelican-config", "--type", "merge", "-p",
                           '{"data": {"APP_TIMEZONE": "Mars/Olympus_Mons"}}'])
     expect_failure(restored.resume_and_adopt, f"ConfigMap/{restored.ns}/pelican-config", "changed by Flux on resume")
+
+
+def test_an_object_missing_after_the_restore_fails_the_drill(restored: NamespaceDrill) -> None:
+    restored.ctx.kubectl(["-n", restored.ns, "delete", "service", "pelican-panel", "--wait=true"])
+    expect_failure(restored.verify, f"Service {restored.ns}/pelican-panel", "missing after the restore")
 
 
 def test_a_claim_on_a_hostpath_volume_fails_the_backup(restored: NamespaceDrill, catalogue: Catalogue,

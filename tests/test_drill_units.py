@@ -1,0 +1,90 @@
+"""Pure pieces of the drill runners: hook evidence, restore-result scopes, recovery Clusters, records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from restoredrill.drill.databases import recovery_cluster
+from restoredrill.drill.namespace import DrillFailed, DrillRecord, NamespaceDrill
+from restoredrill.drill.plan import AppPlan
+
+HOOKS = {"resources": [{"name": "freeze", "includedNamespaces": ["pricebuddy"],
+                        "labelSelector": {"matchLabels": {"component": "database"}},
+                        "pre": [{"exec": {"command": ["true"]}}], "post": [{"exec": {"command": ["true"]}}]}]}
+DATABASE = {"metadata": {"name": "db", "namespace": "pricebuddy", "labels": {"component": "database"}}}
+APP = {"metadata": {"name": "app", "namespace": "pricebuddy", "labels": {"component": "web"}}}
+
+
+def drill_with(schedule_template: dict[str, Any]) -> NamespaceDrill:
+    drill = NamespaceDrill.__new__(NamespaceDrill)
+    drill.plan = AppPlan(app="pricebuddy", namespace="pricebuddy", kustomizations=(), schedule_source="",
+                         schedule={"metadata": {"name": "pricebuddy-daily"}, "spec": {"template": schedule_template}},
+                         claims=())
+    return drill
+
+
+def test_hooks_attempted_and_none_failed_is_consistent() -> None:
+    drill = drill_with({"hooks": HOOKS})
+    assert drill.hook_problems({"hookStatus": {"hooksAttempted": 2}}, [DATABASE, APP]) == []
+
+
+def test_hooks_not_attempted_make_the_backup_inconsistent() -> None:
+    problems = drill_with({"hooks": HOOKS}).hook_problems({}, [DATABASE, APP])
+    assert len(problems) == 1 and "declares 2 backup hooks" in problems[0] and "attempted 0" in problems[0]
+    assert "not consistent" in problems[0]
+
+
+def test_a_failed_hook_makes_the_backup_inconsistent() -> None:
+    problems = drill_with({"hooks": HOOKS}).hook_problems({"hookStatus": {"hooksAttempted": 2, "hooksFailed": 1}},
+                                                          [DATABASE])
+    assert problems == ["1 of 2 backup hooks failed: the backup is not consistent"]
+
+
+def test_a_schedule_without_hooks_needs_no_hook_evidence() -> None:
+    assert drill_with({}).hook_problems({}, [DATABASE]) == []
+
+
+def test_hooks_that_select_no_pod_are_a_problem_even_if_another_ran_twice() -> None:
+    """Attempts are counted per selected pod: a count that merely reaches the declared number is not enough."""
+    hooks = {"resources": [HOOKS["resources"][0],
+                           {**HOOKS["resources"][0], "name": "other",
+                            "labelSelector": {"matchLabels": {"component": "gone"}}}]}
+    second = {"metadata": {**DATABASE["metadata"], "name": "db-2"}}
+    problems = drill_with({"hooks": hooks}).hook_problems({"hookStatus": {"hooksAttempted": 4}}, [DATABASE, second])
+    # 2 hooks x 2 selected pods: the count is right, and still "other" never ran.
+    assert len(problems) == 1 and "backup hook 'other' of the Schedule selects no running pod" in problems[0]
+    problems = drill_with({"hooks": HOOKS}).hook_problems({"hookStatus": {"hooksAttempted": 4}}, [DATABASE])
+    assert len(problems) == 1 and "should have run 2 times" in problems[0]
+
+
+def test_restore_results_are_read_by_scope() -> None:
+    scoped = NamespaceDrill._scoped({"velero": ["v"], "cluster": [], "namespaces": {"pelican": ["a", "b"]}})
+    assert scoped == {"velero": ["v"], "namespace pelican": ["a", "b"]}
+
+
+def test_a_drill_failure_lists_every_problem_and_is_an_assertion() -> None:
+    error = DrillFailed("pelican", "verify", ["one", "two"], remedy="look")
+    assert isinstance(error, AssertionError)
+    assert "pelican: verify failed:\n  - one\n  - two" in str(error)
+
+
+def test_the_record_gives_summary_facts() -> None:
+    record = DrillRecord(app="pelican", namespace="pelican", backup="b", rto_s=12.5, steps=[("backup", 3.0)])
+    facts = record.facts()
+    assert facts["rto_s"] == 12.5 and facts["steps"] == {"backup": 3.0} and facts["scenario"] == "namespace-restore"
+    assert facts["manual_steps"] is None
+
+
+def test_a_recovery_cluster_keeps_the_repo_cluster_and_swaps_its_bootstrap() -> None:
+    source = {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+              "metadata": {"name": "immich-postgres", "namespace": "immich", "labels": {"app": "immich"}},
+              "spec": {"instances": 1, "imageName": "upstream:16", "storage": {"size": "1Gi"},
+                       "bootstrap": {"initdb": {"database": "immich"}}, "backup": {"barmanObjectStore": {}}}}
+    external = [{"name": "immich-postgres-backup", "barmanObjectStore": {"serverName": "x"}}]
+    cluster = recovery_cluster(source, namespace="target", image="local:15",
+                               bootstrap={"recovery": {"source": "immich-postgres-backup"}}, external=external)
+    assert cluster["metadata"] == {"name": "immich-postgres", "namespace": "target", "labels": {"app": "immich"}}
+    assert cluster["spec"]["bootstrap"] == {"recovery": {"source": "immich-postgres-backup"}}
+    assert cluster["spec"]["externalClusters"] == external and "backup" not in cluster["spec"]
+    assert cluster["spec"]["imageName"] == "local:15" and cluster["spec"]["storage"] == {"size": "1Gi"}
+    assert source["spec"]["imageName"] == "upstream:16"  # the catalogue's object is not changed
