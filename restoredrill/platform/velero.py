@@ -572,3 +572,10 @@ class Velero:
 
     def get_restore(self, name: str) -> Manifest:
         return self.ctx.get_object(GROUP, VERSION, "restores", self.namespace, name) or {}
+
+    def request_backup_deletion(self, name: str) -> None:
+        """What `velero backup delete NAME` does: a DeleteBackupRequest (the data in the store goes too)."""
+        self.ctx.create_object(GROUP, VERSION, "deletebackuprequests", self.namespace, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "DeleteBackupRequest",
+            "metadata": {"generateName": f"{name[:50]}-", "namespace": self.namespace},
+            "spec": {"backupName": name}})
