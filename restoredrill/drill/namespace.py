@@ -382,7 +382,8 @@ class NamespaceDrill:
         problems = []
         if status.get("phase") != "Completed":
             problems.append(f"Backup {name} ended {status.get('phase')}: {status.get('failureReason', '')} "
-                            f"(errors {status.get('errors', 0)}, warnings {status.get('warnings', 0)})")
+                            f"(errors {status.get('errors', 0)}, warnings {status.get('warnings', 0)}; "
+                            f"validation errors: {status.get('validationErrors') or 'none'})")
         records = self.pod_volume_records(self.velero.list_pod_volume_backups(name))
         self.record.pod_volume_backups = len(records)
         problems += compare_pod_volumes(operation="backup", expected=self.snapshot.pod_volumes, records=records)
@@ -438,10 +439,20 @@ class NamespaceDrill:
 
     # ---- destroy and restore ---------------------------------------------------------------
     def suspend(self) -> None:
+        """`flux suspend kustomization`, then wait until no reconcile is still running: one already in
+        flight could otherwise apply objects after the namespace is deleted."""
         for name in self.plan.kustomization_names:
             self.flux.suspend(name)
         self.fail([f"Kustomization {n} is not suspended" for n in self.plan.kustomization_names
                    if not self.flux.is_suspended(n)])
+        for name in self.plan.kustomization_names:
+            def idle(name: str = name) -> tuple[bool | None, str]:
+                conditions = ((self.flux.get_kustomization(name) or {}).get("status") or {}).get("conditions") or []
+                busy = [c for c in conditions if c.get("type") == "Reconciling" and c.get("status") == "True"]
+                return (None, f"reconciling: {busy[0].get('message')}") if busy else (True, "idle")
+
+            wait_until(f"Kustomization {name} to finish its reconcile before the namespace goes", idle,
+                       timeout=self.ctx.timeout("flux_reconcile"), interval=1.0)
 
     def destroy(self) -> None:
         # Only PVs whose data Velero does not copy (the NFS library) are kept for the restored claim;
