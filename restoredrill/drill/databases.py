@@ -28,6 +28,8 @@ from restoredrill.platform.s3 import S3Client
 from restoredrill.waits import wait_until
 
 DUMP_PATH = "/tmp/immich-backup.dump"
+# CNPG instance containers have a read-only root filesystem; TMPDIR is /controller/tmp.
+FALLBACK_DUMP_PATH = "/controller/tmp/immich-backup.dump"
 
 
 class RecoveryFailed(RestoreDrillError):
@@ -174,6 +176,24 @@ class CnpgRecovery:
         except CommandError as error:
             raise RecoveryFailed(f"{tool} as postgres failed too: {error.output.strip()[-400:]}") from error
 
+    def copy_dump(self, dump: bytes, *, namespace: str, pod: str) -> str:
+        """The runbook's `kubectl cp immich-backup.dump <ns>/<pod>:/tmp/`; where the instance container's
+        root filesystem is read-only (CNPG's default), recorded as a finding and copied to its TMPDIR."""
+        for path in (DUMP_PATH, FALLBACK_DUMP_PATH):
+            try:
+                self.ctx.kubectl_bytes(["-n", namespace, "exec", "-i", pod, "-c", "postgres", "--", "sh", "-c",
+                                        f"cat > {path}"], input=dump, timeout=self.ctx.timeout("command"))
+                return path
+            except CommandError as error:
+                if "Read-only file system" not in error.output or path == FALLBACK_DUMP_PATH:
+                    raise RecoveryFailed(f"copying the dump into {namespace}/{pod}:{path} failed: "
+                                         f"{error.output.strip()[-300:]}") from error
+                self.findings.append(
+                    f"runbook Option C: `kubectl cp immich-backup.dump {namespace}/{pod}:/tmp/` fails: the CNPG "
+                    f"instance container's root filesystem is read-only. Fix the runbook: copy it to "
+                    f"{FALLBACK_DUMP_PATH.rsplit('/', 1)[0]}/ (the container's TMPDIR) and pg_restore from there.")
+        raise AssertionError("unreachable")
+
     def owner(self) -> str:
         initdb = ((self.cluster.get("spec") or {}).get("bootstrap") or {}).get("initdb") or {}
         return str(initdb.get("owner") or self.database)
@@ -188,12 +208,11 @@ class CnpgRecovery:
                                          bootstrap={"initdb": initdb})])
         self.cnpg.wait_for_cluster_healthy(name=self.name, namespace=namespace)
         pod = self.pod(namespace)
-        # kubectl cp immich-backup.dump immich/immich-postgres-1:/tmp/ (a tar stream, as kubectl cp does)
-        self.ctx.kubectl_bytes(["-n", namespace, "exec", "-i", pod, "-c", "postgres", "--", "sh", "-c",
-                                f"cat > {DUMP_PATH}"], input=dump, timeout=self.ctx.timeout("command"))
+        path = self.copy_dump(dump, namespace=namespace, pod=pod)
+
         def pg_restore(user: str) -> bytes:
             return self.ctx.kubectl_bytes(["-n", namespace, "exec", pod, "-c", "postgres", "--", "pg_restore", "-U",
-                                           user, "-d", self.database, "--clean", "--if-exists", DUMP_PATH],
+                                           user, "-d", self.database, "--clean", "--if-exists", path],
                                           input=b"", timeout=self.ctx.timeout("command") * 3)
 
         self._runbook_or_postgres("pg_restore", pg_restore)

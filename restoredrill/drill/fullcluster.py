@@ -96,8 +96,11 @@ def restore_app(drill: NamespaceDrill, out: Callable[[str], None] = print) -> No
     drill.step("adopt", drill.resume_and_adopt)
 
 
-def timed(record: FullClusterRecord, name: str, action: Callable[[], Any]) -> Any:
+def timed(record: FullClusterRecord, name: str, action: Callable[[], Any],
+          out: Callable[[str], None] = print) -> Any:
+    out(f"[full-cluster recovery] {name} ...")
     started = time.monotonic()
     result = action()
     record.steps.append((name, round(time.monotonic() - started, 1)))
+    out(f"[full-cluster recovery] {name}: {record.steps[-1][1]} s")
     return result

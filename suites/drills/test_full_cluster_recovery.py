@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import allure
 import pytest
@@ -59,8 +60,12 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
     plans = dependency_order([plan_app(catalogue, app) for app in drill_apps(catalogue, drill_config)])
     record.apps = [plan.app for plan in plans]
     drills = [NamespaceDrill(plan=plan, ctx=platform_context, velero=velero, flux=gitops_deployment.flux, cnpg=cnpg,
-                             gitops=gitops_deployment, run_id=run_id, busybox_image=platform_images["busybox"])
+                             gitops=gitops_deployment, run_id=run_id, busybox_image=platform_images["busybox"],
+                             out=gitops_deployment.out)
               for plan in plans]
+    def step(name: str, action: Callable[[], Any]) -> Any:
+        return timed(record, name, action, out=gitops_deployment.out)
+
     started = time.monotonic()
     try:
         for drill in drills:  # what the nightly Schedules leave behind
@@ -72,8 +77,8 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
 
         # 1. Provision the cluster: the old one is destroyed; the object store and NFS folders stay.
         with shared.lock:  # nobody joins the cluster while it is replaced
-            timed(record, "destroy the cluster", cluster_provider.down)
-            handle = timed(record, "new cluster up", cluster_provider.up)
+            step("destroy the cluster", cluster_provider.down)
+            handle = step("new cluster up", cluster_provider.up)
         ctx = PlatformContext(cluster=handle, api=load_api_client(handle.kubeconfig, handle.context),
                               images=platform_context.images)
 
@@ -88,9 +93,9 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
             stack.install()
             return stack
 
-        stack = timed(record, "platform installed", platform)
+        stack = step("platform installed", platform)
         gitops = GitOpsDeployment(ctx=ctx, flux=stack.flux, catalogue=catalogue, run_id=run_id, worker_id=worker_id,
-                                  sops_age_key=drill_config.sops_age_key)
+                                  sops_age_key=drill_config.sops_age_key, out=gitops_deployment.out)
 
         def flux_source() -> None:
             if any(m.group == "gateway.networking.k8s.io" for m in catalogue.deployed()):
@@ -98,8 +103,8 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
             gitops.alias_storage_classes(sorted({c for plan in plans for c in plan.storage_classes}))
             gitops.publish()
 
-        timed(record, "Flux source ready", flux_source)
-        synced = timed(record, "backups synced", lambda: wait_for_synced_backups(
+        step("Flux source ready", flux_source)
+        synced = step("backups synced", lambda: wait_for_synced_backups(
             _rebind(drills[0], ctx, stack, gitops), {d.record.backup: d.record.pod_volume_backups for d in drills},
             timeout=ctx.timeout("backup")))
         record.synced_backups = len(synced)
@@ -108,7 +113,7 @@ def test_full_cluster_recovery(cluster: ClusterHandle, cluster_provider: Cluster
         for drill in drills:
             _rebind(drill, ctx, stack, gitops)
             drill.record.scenario = "full-cluster-recovery"
-            timed(record, f"restore {drill.plan.app}", lambda d=drill: restore_app(d))
+            step(f"restore {drill.plan.app}", lambda d=drill: restore_app(d))
             record.rto_s[drill.plan.app] = drill.record.rto_s
         record.total_s = round(time.monotonic() - sequence, 1)
     except BaseException:
