@@ -95,7 +95,9 @@ def text_summary(summary_path: Path) -> str:
                          f"{r.get('rows_verified', '-'):>6}")
     for failure in failures:
         message = (failure.get("message") or "").strip().splitlines()
-        lines += ["", f"FAILED {failure['nodeid']}", *(f"  {line}" for line in message[:6])]
+        # pytest's error lines ("E   ...") say what failed; the traceback around them does not.
+        errors = [line[1:].strip() for line in message if line.startswith("E ")]
+        lines += ["", f"FAILED {failure['nodeid']}", *(f"  {line}" for line in (errors or message)[:8])]
     return "\n".join(lines)
 
 
