@@ -192,14 +192,12 @@ class GitOpsDeployment:
 
     def _crds(self) -> list[dict[str, Any]]:
         api = client.ApiextensionsV1Api(self.ctx.api)
-        listed = self.ctx.api.sanitize_for_serialization(api.list_custom_resource_definition().items)  # type: ignore[no-untyped-call]
-        return list(listed)
+        return self.ctx.as_manifests(api.list_custom_resource_definition().items)
 
     def alias_storage_classes(self, names: Iterable[str]) -> None:
         """Create the storage classes the claims name and the cluster lacks, as the default's aliases."""
         storage = client.StorageV1Api(self.ctx.api)
-        listed = self.ctx.api.sanitize_for_serialization(storage.list_storage_class().items)  # type: ignore[no-untyped-call]
-        classes = {str(sc["metadata"]["name"]): sc for sc in listed}
+        classes = {str(sc["metadata"]["name"]): sc for sc in self.ctx.as_manifests(storage.list_storage_class().items)}
         default = next((sc for sc in classes.values()
                         if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"), None)
         for name in names:

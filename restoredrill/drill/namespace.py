@@ -191,7 +191,7 @@ class NamespaceDrill:
         """Every pod of the namespace Ready (a workload with replicas has pods), every CNPG Cluster healthy."""
         for cluster in self.plan.cnpg_clusters:
             self.cnpg.wait_for_cluster_healthy(name=cluster, namespace=self.ns)
-        workloads = self.dicts([*self.ctx.apps.list_namespaced_deployment(self.ns).items,
+        workloads = self.ctx.as_manifests([*self.ctx.apps.list_namespaced_deployment(self.ns).items,
                                 *self.ctx.apps.list_namespaced_stateful_set(self.ns).items])
         expected = sum(int(w["spec"].get("replicas", 1)) for w in workloads) + len(self.plan.cnpg_clusters)
         self.ctx.wait_for_pods_ready(namespace=self.ns, selector=f"{data.INSPECTOR_LABEL}!=inspector",
@@ -200,12 +200,8 @@ class NamespaceDrill:
                    for c in self.claims() if c.get("status", {}).get("phase") != "Bound"]
         self.fail(pending)
 
-    def dicts(self, items: Any) -> list[dict[str, Any]]:
-        """API model objects as plain manifests (camelCase keys)."""
-        return cast(list[dict[str, Any]], self.ctx.api.sanitize_for_serialization(items))  # type: ignore[no-untyped-call]
-
     def claims(self) -> list[dict[str, Any]]:
-        return self.dicts(self.ctx.core.list_namespaced_persistent_volume_claim(self.ns).items)
+        return self.ctx.as_manifests(self.ctx.core.list_namespaced_persistent_volume_claim(self.ns).items)
 
     def file_claims(self) -> list[str]:
         """Claims whose bytes the drill seeds and compares (not a database's, not excluded ones)."""
@@ -233,7 +229,7 @@ class NamespaceDrill:
 
     def app_pods(self) -> list[dict[str, Any]]:
         pods = self.ctx.core.list_namespaced_pod(self.ns, label_selector=f"{data.INSPECTOR_LABEL}!=inspector").items
-        return [p for p in self.dicts(pods) if (p.get("status") or {}).get("phase") == "Running"]
+        return [p for p in self.ctx.as_manifests(pods) if (p.get("status") or {}).get("phase") == "Running"]
 
     def seed(self) -> None:
         claims = self.file_claims() + sorted(self.excluded_claims())
@@ -294,7 +290,7 @@ class NamespaceDrill:
                 if p.status and p.status.phase == "Running" and pod_is_ready(p)]
         if not pods:
             raise DrillFailed(self.plan.app, self.step_name, [f"no Ready pod of database {workload} ({selector})"])
-        return str(self.dicts(pods)[0]["metadata"]["name"]), db.container
+        return str(self.ctx.as_manifests(pods)[0]["metadata"]["name"]), db.container
 
     def mysql(self, workload: str, sql: str) -> str:
         db = next(d for d in self.plan.mysql if d.workload == workload)
@@ -466,7 +462,7 @@ class NamespaceDrill:
             self.allow.append(f"could not restore, PersistentVolume:{pv} already exists")
 
     def bound_retained_volumes(self, *, claims: set[str]) -> list[str]:
-        volumes = self.dicts(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
+        volumes = self.ctx.as_manifests(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
         return [str(pv["metadata"]["name"]) for pv in volumes
                 if (pv["spec"].get("claimRef") or {}).get("namespace") == self.ns
                 and (pv["spec"].get("claimRef") or {}).get("name") in claims
@@ -474,7 +470,7 @@ class NamespaceDrill:
 
     def released_volumes(self) -> list[str]:
         """PVs left Released by an earlier namespace of this name (a kept cluster)."""
-        volumes = self.dicts(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
+        volumes = self.ctx.as_manifests(client.CoreV1Api(self.ctx.api).list_persistent_volume().items)
         return [str(pv["metadata"]["name"]) for pv in volumes
                 if (pv["spec"].get("claimRef") or {}).get("namespace") == self.ns
                 and (pv.get("status") or {}).get("phase") == "Released"]
@@ -549,7 +545,7 @@ class NamespaceDrill:
         """GET `url` from the git-server pod, which resolves the object store's in-cluster name."""
         pods = self.ctx.core.list_namespaced_pod(self.flux.namespace,
                                                  label_selector=f"app.kubernetes.io/name={GIT_SERVER}").items
-        running = [str(p["metadata"]["name"]) for p in self.dicts(pods)
+        running = [str(p["metadata"]["name"]) for p in self.ctx.as_manifests(pods)
                    if p.get("status", {}).get("phase") == "Running"]
         if not running:
             raise RestoreDrillError("no Running git-server pod to fetch Velero's restore results with")
@@ -691,7 +687,7 @@ class NamespaceDrill:
 
     def pod_logs(self) -> str:
         chunks = []
-        for pod in self.dicts(self.ctx.core.list_namespaced_pod(self.ns).items):
+        for pod in self.ctx.as_manifests(self.ctx.core.list_namespaced_pod(self.ns).items):
             name = str(pod["metadata"]["name"])
             try:
                 log = self.ctx.kubectl(["-n", self.ns, "logs", name, "--all-containers", "--tail=200"])

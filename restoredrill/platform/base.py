@@ -178,6 +178,10 @@ class PlatformContext:
     def apps(self) -> client.AppsV1Api:
         return client.AppsV1Api(self.api)
 
+    def as_manifests(self, items: Any) -> list[Manifest]:
+        """API model objects (kubernetes.client's V1Pod...) as plain manifests with camelCase keys."""
+        return cast(list[Manifest], self.api.sanitize_for_serialization(items))  # type: ignore[no-untyped-call]
+
     def get_object(self, group: str, version: str, plural: str, namespace: str, name: str) -> Manifest | None:
         try:
             found = cast(Manifest, self.custom.get_namespaced_custom_object(group, version, namespace, plural, name))
