@@ -38,9 +38,8 @@ from restoredrill.cluster.namespaces import (
 from restoredrill.errors import ConfigError, NotOursError
 from restoredrill.pins import cache_dir, module_pins
 from restoredrill.platform import Flux, Velero
-from restoredrill.platform.base import PlatformContext, check_pods_can_start, labels, read_crds
-from restoredrill.platform.flux import KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, ready_condition
-from restoredrill.waits import wait_until
+from restoredrill.platform.base import PlatformContext, labels, read_crds
+from restoredrill.platform.flux import KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
 from restoredrill.yamlio import iter_yaml_files
 
 STANDIN_LABEL = "restoredrill.io/stand-in"
@@ -264,24 +263,8 @@ class GitOpsDeployment:
             body = {key: value for key, value in kustomization.items() if key != "status"}
             self.ctx.apply([body])
         for kustomization in kustomizations:
-            self.wait_ready(kustomization)
-
-    def wait_ready(self, kustomization: dict[str, Any]) -> None:
-        """The Kustomization Ready; fails at once, naming the image, when a pod it made cannot start."""
-        name = str(kustomization["metadata"]["name"])
-        target = (kustomization.get("spec") or {}).get("targetNamespace")
-
-        def probe() -> tuple[dict[str, Any] | None, str]:
-            obj = self.flux.get_kustomization(name) or {}
-            if target:
-                check_pods_can_start(self.ctx.core.list_namespaced_pod(target).items)
-            ok, seen = ready_condition(obj)
-            return (obj if ok else None), seen
-
-        wait_until(f"Flux Kustomization {self.flux.namespace}/{name} to be Ready", probe,
-                   timeout=self.ctx.timeout("flux_reconcile"),
-                   remedy=f"`kubectl -n {self.flux.namespace} describe kustomization {name}` and the pods of "
-                   f"{target or 'its namespace'}")
+            self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
+                                                   pods_in=(kustomization.get("spec") or {}).get("targetNamespace"))
 
     def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:

@@ -33,6 +33,7 @@ from restoredrill.platform.base import (
     Manifest,
     PlatformContext,
     PlatformError,
+    check_pods_can_start,
     image_ref,
     labels,
     load_yaml_documents,
@@ -261,18 +262,25 @@ class Flux:
     def wait_for_source_ready(self, name: str) -> Manifest:
         return self._wait_for(SOURCE_GROUP, SOURCE_VERSION, "gitrepositories", name, what="GitRepository")
 
-    def wait_for_kustomization_ready(self, name: str) -> Manifest:
-        return self._wait_for(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations", name, what="Kustomization")
+    def wait_for_kustomization_ready(self, name: str, *, pods_in: str | None = None) -> Manifest:
+        """Wait until Ready; with `pods_in`, fail at once, naming the image, when a pod of that namespace
+        cannot start (instead of waiting out the timeout)."""
+        return self._wait_for(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations", name, what="Kustomization",
+                              pods_in=pods_in)
 
-    def _wait_for(self, group: str, version: str, plural: str, name: str, *, what: str) -> Manifest:
+    def _wait_for(self, group: str, version: str, plural: str, name: str, *, what: str,
+                  pods_in: str | None = None) -> Manifest:
         def probe() -> tuple[Manifest | None, str]:
             obj = self.ctx.get_object(group, version, plural, self.namespace, name) or {}
+            if pods_in:
+                check_pods_can_start(self.ctx.core.list_namespaced_pod(pods_in).items)
             ok, seen = ready_condition(obj)
             return (obj if ok else None), seen
 
+        pods = f" and the pods of {pods_in}" if pods_in else ""
         return wait_until(f"Flux {what} {self.namespace}/{name} to be Ready", probe,
                           timeout=self.ctx.timeout("flux_reconcile"),
-                          remedy=f"`kubectl -n {self.namespace} describe {plural} {name}` and the controller logs")
+                          remedy=f"`kubectl -n {self.namespace} describe {plural} {name}`, the controller logs{pods}")
 
     # ---- driving Flux through the API -------------------------------------------------------------
     def suspend(self, name: str) -> None:
