@@ -203,23 +203,21 @@ class NamespaceDrill:
     def claims(self) -> list[dict[str, Any]]:
         return self.ctx.as_manifests(self.ctx.core.list_namespaced_persistent_volume_claim(self.ns).items)
 
-    def file_claims(self) -> list[str]:
-        """Claims whose bytes the drill seeds and compares (not a database's, not excluded ones)."""
-        excluded = self.excluded_claims()
-        live = sorted(str(c["metadata"]["name"]) for c in self.claims()
-                      if not (c["metadata"].get("labels") or {}).get("cnpg.io/cluster"))
-        return [c for c in live if c not in self.plan.database_claims and c not in excluded]
-
-    def excluded_claims(self) -> set[str]:
-        """Claims only mounted through volumes the pods opt out of fs-backup (the NFS library)."""
-        claims: dict[str, bool] = {}
+    def claim_groups(self) -> tuple[list[str], list[str]]:
+        """(file claims, kept claims), each sorted. File claims: the bytes the drill seeds and compares
+        (not a database's, not excluded). Kept claims: mounted only through volumes the pods opt out of
+        fs-backup (the NFS library), so they must survive on their own."""
+        mounted: dict[str, bool] = {}  # claim -> copied by fs-backup through some pod volume
         for pod in self.app_pods():
             copied = set(fs_backup_volumes(pod, default_volumes_to_fs_backup=self.fs_backup_default()))
             for volume in (pod.get("spec") or {}).get("volumes") or []:
                 claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
                 if claim:
-                    claims[claim] = claims.get(claim, False) or volume["name"] in copied
-        return {claim for claim, copied in claims.items() if not copied}
+                    mounted[claim] = mounted.get(claim, False) or volume["name"] in copied
+        kept = sorted(claim for claim, copied in mounted.items() if not copied)
+        live = sorted(str(c["metadata"]["name"]) for c in self.claims()
+                      if not (c["metadata"].get("labels") or {}).get("cnpg.io/cluster"))
+        return [c for c in live if c not in self.plan.database_claims and c not in kept], kept
 
     def fs_backup_default(self) -> bool:
         template = self.plan.schedule.get("spec", {}).get("template", {})
@@ -232,7 +230,8 @@ class NamespaceDrill:
         return [p for p in self.ctx.as_manifests(pods) if (p.get("status") or {}).get("phase") == "Running"]
 
     def seed(self) -> None:
-        claims = self.file_claims() + sorted(self.excluded_claims())
+        files, kept = self.claim_groups()
+        claims = files + kept
         if claims:
             self.with_inspector(claims, lambda pod: [self.seed_claim(pod, claim) or claim for claim in claims])
         for db in self.plan.mysql:
@@ -321,7 +320,7 @@ class NamespaceDrill:
 
     # ---- backup ----------------------------------------------------------------------------
     def take_snapshot(self) -> None:
-        files, kept = self.file_claims(), sorted(self.excluded_claims())
+        files, kept = self.claim_groups()
         if files or kept:
             def read(pod: str) -> None:
                 self.snapshot.inventories = {claim: self.inventory(pod, claim) for claim in files}
@@ -423,7 +422,7 @@ class NamespaceDrill:
 
     def write_sentinels(self) -> None:
         """Change the live data after the backup: none of it may come back."""
-        files = self.file_claims()
+        files, _ = self.claim_groups()
         if files:
             self.with_inspector(files, lambda pod: [self.ctx.kubectl(
                 ["-n", self.ns, "exec", pod, "--", "sh", "-c",
@@ -492,14 +491,13 @@ class NamespaceDrill:
         started = time.monotonic()
         self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.ns],
                                    restore_pvs=True)
-        items = self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
+        self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
         restore = self.velero.get_restore(name)
         self.wait_healthy()
         self.record.rto_s = round(time.monotonic() - started, 1)
         completed = (self.record.backup_completed_at and _iso(self.record.backup_completed_at))
         if completed:
             self.record.backup_age_s = round((datetime.now(UTC) - completed).total_seconds(), 1)
-        self.restored_items = items
         self.restored = restore
 
     # ---- verify ----------------------------------------------------------------------------
