@@ -89,6 +89,12 @@ def _mysql(workload: Workload) -> list[MysqlDatabase]:
     return found
 
 
+def storage_classes_of(catalogue: Catalogue, namespace: str) -> tuple[str, ...]:
+    """The storage classes the claims of `namespace` name."""
+    return tuple(sorted({c.storage_class for c in catalogue.volume_claims
+                         if c.namespace == namespace and c.storage_class}))
+
+
 def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
     schedule = schedule_for(catalogue, app.namespace)
     if schedule is None:
@@ -108,8 +114,6 @@ def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
                 for w in workloads if w.pod_annotations.get(EXCLUDES_ANNOTATION)}
     clusters = [c for c in catalogue.cnpg_clusters if c.namespace == app.namespace]
     databases = {c.name: str(c.manifest.get("spec", "bootstrap", "initdb", "database") or "app") for c in clusters}
-    storage_classes = tuple(sorted({c.storage_class for c in catalogue.volume_claims
-                                    if c.namespace == app.namespace and c.storage_class}))
     return AppPlan(
         app=app.name, namespace=app.namespace,
         kustomizations=tuple(k.manifest.obj for k in app.kustomizations),
@@ -119,7 +123,7 @@ def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
         claims=claims, excluded_volumes=excluded,
         mysql=tuple(db for w in workloads for db in _mysql(w)),
         cnpg_clusters=tuple(c.name for c in clusters), cnpg_databases=databases,
-        storage_classes=storage_classes,
+        storage_classes=storage_classes_of(catalogue, app.namespace),
     )
 
 
