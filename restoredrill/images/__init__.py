@@ -105,8 +105,8 @@ def busybox_applets(binary: Path = BUSYBOX_BINARY) -> list[str]:
     return sorted(set(result.stdout.split()) - {"busybox"})
 
 
-@register_image("busybox")
-def _busybox(toolchain: GoToolchain, reference: str) -> ImageSpec:
+def busybox_tree() -> list[FileEntry | SymlinkEntry | DirEntry]:
+    """A minimal userland: busybox with every applet in /bin, /tmp, /root, passwd and group."""
     if not BUSYBOX_BINARY.is_file():
         raise MissingToolError(str(BUSYBOX_BINARY), remedy="run `restoredrill toolchain` (installs busybox-static)")
     entries: list[FileEntry | SymlinkEntry | DirEntry] = [FileEntry("/bin/busybox", source=BUSYBOX_BINARY)]
@@ -118,7 +118,12 @@ def _busybox(toolchain: GoToolchain, reference: str) -> ImageSpec:
                   mode=0o644),
         FileEntry("/etc/group", data=b"root:x:0:\nnogroup:x:65534:\n", mode=0o644),
     ]
-    return ImageSpec(reference=reference, entries=tuple(entries), cmd=("sh",))
+    return entries
+
+
+@register_image("busybox")
+def _busybox(toolchain: GoToolchain, reference: str) -> ImageSpec:
+    return ImageSpec(reference=reference, entries=tuple(busybox_tree()), cmd=("sh",))
 
 
 class LocalImageBuilder:

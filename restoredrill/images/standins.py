@@ -23,8 +23,8 @@ from pathlib import Path
 
 from restoredrill.catalogue import App, Catalogue, Workload, dig
 from restoredrill.errors import MissingToolError
-from restoredrill.images import BUSYBOX_BINARY, busybox_applets
-from restoredrill.images.oci import DirEntry, FileEntry, ImageSpec, SymlinkEntry, write_oci_archive
+from restoredrill.images import busybox_tree
+from restoredrill.images.oci import FileEntry, ImageSpec, write_oci_archive
 from restoredrill.pins import cache_dir
 from restoredrill.process import run
 
@@ -132,18 +132,9 @@ def standin_binary(*, cache: Path | None = None) -> Path:
 
 
 def standin_image(standin: StandIn, *, binary: Path) -> ImageSpec:
-    if not BUSYBOX_BINARY.is_file():
-        raise MissingToolError(str(BUSYBOX_BINARY), remedy="run `restoredrill toolchain` (installs busybox-static)")
-    entries: list[FileEntry | SymlinkEntry | DirEntry] = [
-        FileEntry(STANDIN_PATH, source=binary),
-        FileEntry("/bin/busybox", source=BUSYBOX_BINARY),
-        *(SymlinkEntry(f"/bin/{applet}", "busybox") for applet in busybox_applets()),
-        DirEntry("/tmp", mode=0o1777),
-        FileEntry("/etc/passwd", data=b"root:x:0:0:root:/root:/bin/sh\n", mode=0o644),
-        FileEntry("/etc/group", data=b"root:x:0:\n", mode=0o644),
-    ]
     return ImageSpec(
-        reference=standin.reference, entries=tuple(entries), entrypoint=(STANDIN_PATH,),
+        reference=standin.reference, entries=(FileEntry(STANDIN_PATH, source=binary), *busybox_tree()),
+        entrypoint=(STANDIN_PATH,),
         env=("PATH=/usr/local/bin:/bin", f"STANDIN_IMAGE={standin.reference}",
              "STANDIN_PORTS=" + ",".join(map(str, standin.ports))),
     )
