@@ -21,7 +21,7 @@ import yaml
 
 from restoredrill.errors import ConfigError, ManifestError
 from restoredrill.gosyntax import GoSyntaxError, format_go_duration, parse_go_duration
-from restoredrill.waits import DEFAULT_TIMEOUTS
+from restoredrill.timeouts import Timeouts
 from restoredrill.yamlio import load_documents
 
 DEFAULT_DRILL_CONFIG_NAME = "restoredrill.yaml"
@@ -49,7 +49,7 @@ class DrillConfig:
     fetch_schemas: bool = True
     sops_age_key: Path | None = None
     apps: Mapping[str, AppOverride] = field(default_factory=lambda: MappingProxyType({}))
-    timeouts: Mapping[str, float] = field(default_factory=lambda: MappingProxyType(dict(DEFAULT_TIMEOUTS)))
+    timeouts: Timeouts = field(default_factory=Timeouts)
 
     def app(self, name: str) -> AppOverride:
         return self.apps.get(name, AppOverride())
@@ -177,7 +177,7 @@ def build_config(
     return replace(
         config,
         apps=MappingProxyType(_read_apps(file_values.get("apps"), source=source)),
-        timeouts=MappingProxyType(_read_timeouts(file_values.get("timeouts"), source=source)),
+        timeouts=Timeouts.parse(file_values.get("timeouts"), source=source, seconds_of=_timeout_seconds),
     )
 
 
@@ -251,24 +251,6 @@ def _read_apps(value: Any, *, source: str) -> dict[str, AppOverride]:
         except ValueError as error:
             raise ConfigError(f"{source}: apps.{name}: {error}", remedy="use true or false") from None
     return apps
-
-
-def _read_timeouts(value: Any, *, source: str) -> dict[str, float]:
-    timeouts = dict(DEFAULT_TIMEOUTS)
-    if value is None:
-        return timeouts
-    if not isinstance(value, dict):
-        raise ConfigError(f"{source}: `timeouts` must map names to seconds",
-                          remedy=f"names: {', '.join(sorted(DEFAULT_TIMEOUTS))}")
-    for name, seconds in value.items():
-        if name not in DEFAULT_TIMEOUTS:
-            raise ConfigError(f"{source}: unknown timeout {name!r}{_did_you_mean(str(name), DEFAULT_TIMEOUTS)}",
-                              remedy=f"timeouts are: {', '.join(sorted(DEFAULT_TIMEOUTS))}")
-        try:
-            timeouts[name] = _timeout_seconds(seconds)
-        except ValueError as error:
-            raise ConfigError(f"{source}: timeouts.{name}: {error}", remedy="give seconds or a Go duration") from None
-    return timeouts
 
 
 def _timeout_seconds(value: Any) -> float:

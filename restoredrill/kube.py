@@ -11,11 +11,13 @@ import shutil
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
+from restoredrill.timeouts import timeout
 
 # An explicit kubectl (for example the one `restoredrill toolchain` built) wins over PATH.
 KUBECTL_ENV = "RESTOREDRILL_KUBECTL"
@@ -24,6 +26,19 @@ KUBECTL_REMEDY = (
     "run `restoredrill toolchain` to build kubectl from the pinned Kubernetes module, then put its "
     f"directory on PATH or set {KUBECTL_ENV} to the binary; or install kubectl from your distribution"
 )
+
+
+class TimedApiClient(client.ApiClient):
+    """An ApiClient whose every request has a time limit: the `api_request` timeout unless the caller
+    passes its own `_request_timeout` (a watch does). Without one, a hung API server hangs the call,
+    and the drill with it, past every named timeout."""
+
+    def call_api(self, method: Any, url: Any, header_params: Any = None, body: Any = None,
+                 post_params: Any = None, _request_timeout: Any = None) -> Any:
+        if _request_timeout is None:
+            _request_timeout = timeout("api_request")
+        return super().call_api(method, url, header_params=header_params, body=body, post_params=post_params,
+                                _request_timeout=_request_timeout)
 
 
 def load_api_client(kubeconfig: Path, context: str | None, *, retries: int | None = None) -> client.ApiClient:
@@ -50,7 +65,7 @@ def load_api_client(kubeconfig: Path, context: str | None, *, retries: int | Non
         ) from error
     if retries is not None:
         configuration.retries = retries
-    return client.ApiClient(configuration)
+    return TimedApiClient(configuration)
 
 
 def find_kubectl() -> str:

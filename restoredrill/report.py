@@ -18,9 +18,7 @@ from typing import Any
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
 from restoredrill.pins import cache_dir, load_pins
 from restoredrill.process import run
-
-INSTALL_TIMEOUT_SECONDS = 600
-RENDER_TIMEOUT_SECONDS = 600
+from restoredrill.timeouts import timeout
 
 
 def allure_cli(*, progress: Any = print) -> Path:
@@ -37,7 +35,7 @@ def allure_cli(*, progress: Any = print) -> Path:
     prefix.mkdir(parents=True, exist_ok=True)
     command = ["npm", "install", "--prefix", str(prefix), "--no-audit", "--no-fund", "--loglevel=error",
                f"{pin['package']}@{pin['version']}"]
-    _run(command, timeout=INSTALL_TIMEOUT_SECONDS, remedy="check that the npm registry is reachable")
+    _run(command, timeout=timeout("npm_install"), remedy="check that the npm registry is reachable")
     return binary
 
 
@@ -57,7 +55,7 @@ def render_html(*, results_dir: Path, output_dir: Path, name: str = "restoredril
         config_path = Path(workdir) / "allurerc.json"
         config_path.write_text(json.dumps(config))
         _run([str(binary), "generate", "--config", str(config_path), str(results_dir.resolve())],
-             timeout=RENDER_TIMEOUT_SECONDS, cwd=Path(workdir), remedy="see the Allure output above")
+             timeout=timeout("report_render"), cwd=Path(workdir), remedy="see the Allure output above")
     index = output_dir / "index.html"
     if not index.exists():
         raise CommandError([str(binary), "generate"], returncode=0, output=f"no {index} was written",

@@ -24,8 +24,8 @@ from filelock import FileLock
 from restoredrill.errors import RestoreDrillError
 from restoredrill.pins import ModulePin, cache_dir, module_pins
 from restoredrill.process import download_go_module
+from restoredrill.timeouts import timeout
 
-FETCH_TIMEOUT_SECONDS = 600
 _STAMP = ".complete"
 _DIGEST = "schemas.json"
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -96,7 +96,7 @@ def _fetch_module_crds(pin: ModulePin, *, progress: Any) -> list[Path]:
     if (target / _STAMP).exists():
         return [target]
     progress(f"[schemas] fetching CRDs of {pin.module}@{pin.version} from the Go module proxy")
-    module_dir = Path(download_go_module(pin.module, pin.version, timeout=FETCH_TIMEOUT_SECONDS)["Dir"])
+    module_dir = Path(download_go_module(pin.module, pin.version, timeout=timeout("module_download"))["Dir"])
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     partial.mkdir(parents=True)

@@ -1,36 +1,22 @@
 """Named waits with one table of timeouts.
 
 Every wait in restoredrill goes through `wait_until`, so a timeout always says what was awaited,
-for how long, and the last thing observed. The default timeouts live in `DEFAULT_TIMEOUTS`; the
-drill configuration can override any of them by name.
+for how long, and the last thing observed. Its limit comes by name from the one table in
+`restoredrill.timeouts`, which the drill configuration overrides.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import TypeVar
 
 from restoredrill.errors import WaitTimeout
+from restoredrill.timeouts import DEFAULTS as DEFAULT_TIMEOUTS
+
+__all__ = ["DEFAULT_TIMEOUTS", "wait_until"]  # DEFAULT_TIMEOUTS: the defaults' older name
 
 T = TypeVar("T")
-
-# Seconds. Sized for a 2-core machine; the drill config (`timeouts:`) overrides any entry.
-DEFAULT_TIMEOUTS: Mapping[str, float] = {
-    "cluster_up": 300,
-    "node_ready": 180,
-    "pod_ready": 300,
-    "namespace_deleted": 300,
-    "backup": 900,
-    "restore": 900,
-    "pod_volume_restores": 900,
-    "bsl_available": 120,
-    "flux_reconcile": 300,
-    "cnpg_cluster_ready": 600,
-    "command": 120,
-    "image_load": 600,
-}
-
 
 def wait_until(
     what: str,

@@ -24,7 +24,7 @@ from restoredrill.cluster.namespaces import (
 )
 from restoredrill.errors import ConfigError, RestoreDrillError
 from restoredrill.kube import load_api_client
-from restoredrill.waits import DEFAULT_TIMEOUTS
+from restoredrill.timeouts import timeout
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,14 @@ class ExistingCluster(ClusterProvider):
         run_id: str,
         worker_id: str = NOT_DISTRIBUTED,
         connect_timeout: float = 5.0,
-        namespace_delete_timeout: float = DEFAULT_TIMEOUTS["namespace_deleted"],
+        namespace_delete_timeout: float | None = None,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.context = context
         self.run_id = check_run_id(run_id)
         self.worker_id = worker_id
         self.connect_timeout = connect_timeout
-        self.namespace_delete_timeout = namespace_delete_timeout
+        self.namespace_delete_timeout = namespace_delete_timeout or timeout("namespace_deleted")
         self._server_version: str | None = None
 
     def _where(self) -> str:

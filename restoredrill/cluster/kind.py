@@ -37,7 +37,8 @@ from restoredrill.cluster.namespaces import (
 from restoredrill.errors import CommandError, ConfigError, MissingToolError, RestoreDrillError
 from restoredrill.kube import KUBECTL_REMEDY, find_kubectl, load_api_client, run_kubectl
 from restoredrill.process import run
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import active
+from restoredrill.waits import wait_until
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +55,6 @@ VOLUME_TYPE_ANNOTATION = "defaultVolumeType"
 # kind names the node container (and so its hostname, at most 63 characters) "<name>-control-plane".
 MAX_CLUSTER_NAME_LENGTH = 63 - len("-control-plane")
 # Image loads of the Debian-based stand-ins take minutes on a small runner; overridable by name.
-DEFAULT_IMAGE_LOAD_TIMEOUT = 600.0
 # Used only by the storage probe pod; preloaded in kind node images (it is the sandbox image).
 PROBE_IMAGE = "registry.k8s.io/pause:3.10.1"
 
@@ -154,7 +154,7 @@ class PathToolsKindCluster(PytestKindCluster):  # type: ignore[misc]
         kind_path: Path,
         kubectl_path: Path,
         image: str | None = None,
-        timeouts: Mapping[str, float] = DEFAULT_TIMEOUTS,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.name = name
         self.image = image
@@ -163,7 +163,7 @@ class PathToolsKindCluster(PytestKindCluster):  # type: ignore[misc]
         self.kind_path = kind_path
         self.kubectl_path = kubectl_path
         self.platform = platform.system().lower()
-        self.timeouts = timeouts
+        self.timeouts = timeouts if timeouts is not None else active()
         self.commands = KindCommands(kind=str(kind_path), cluster_name=name, kubeconfig=kubeconfig)
 
     def ensure_kind(self) -> None:
@@ -244,7 +244,7 @@ _DOCKER_REMEDY = (
 
 
 def _image_load_timeout(timeouts: Mapping[str, float]) -> float:
-    return timeouts.get("image_load", DEFAULT_IMAGE_LOAD_TIMEOUT)
+    return timeouts["image_load"]
 
 
 def default_storage_classes(storage_classes: Mapping[str, Any]) -> list[str]:
@@ -316,7 +316,7 @@ class KindCluster(ClusterProvider):
         keep: bool = False,
         verify_storage: bool = True,
         export_logs_on_down: bool = True,
-        timeouts: Mapping[str, float] = DEFAULT_TIMEOUTS,
+        timeouts: Mapping[str, float] | None = None,
     ) -> None:
         self.cluster_name = kind_cluster_name(base_name, worker_id)
         self.run_id = run_id
@@ -329,7 +329,7 @@ class KindCluster(ClusterProvider):
         self.keep = keep
         self.verify_storage = verify_storage
         self.export_logs_on_down = export_logs_on_down
-        self.timeouts = timeouts
+        self.timeouts = timeouts if timeouts is not None else active()
         self._cluster: PathToolsKindCluster | None = None
         self._created = False
 

@@ -185,8 +185,7 @@ class GitOpsDeployment:
         self.standins.append("Gateway API CRDs installed (standard channel); no Gateway implementation runs, so "
                              "routes are checked as objects, not traffic")
         if any(crd["metadata"]["name"] not in known for crd in crds):
-            self.ctx.kubectl(["wait", "--for=condition=Established", "--timeout=60s",
-                              *[f"crd/{crd['metadata']['name']}" for crd in crds]], timeout=90)
+            self.ctx.wait_for_crds_established([crd["metadata"]["name"] for crd in crds])
             velero.restart()
 
     def _crds(self) -> list[dict[str, Any]]:

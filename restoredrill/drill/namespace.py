@@ -305,7 +305,8 @@ class NamespaceDrill:
                 raise DrillFailed(self.plan.app, self.step_name,
                                   [f"SQL on {self.ns}/{pod} failed: {error.output.strip()[-400:]}"]) from error
 
-        return wait_until(f"MariaDB in {self.ns}/{pod} to answer", attempt, timeout=120, interval=3.0)
+        return wait_until(f"MariaDB in {self.ns}/{pod} to answer", attempt, timeout=self.ctx.timeout("database_ready"),
+                          interval=3.0)
 
     def psql(self, cluster: str, sql: str) -> str:
         return self.cnpg.psql(cluster=cluster, namespace=self.ns, sql=sql,
@@ -695,7 +696,7 @@ class NamespaceDrill:
         return "\n".join(chunks)
 
     def component_log(self, namespace: str, target: str) -> str:
-        log = self.ctx.kubectl(["-n", namespace, "logs", target, "--tail=5000"], timeout=60)
+        log = self.ctx.kubectl(["-n", namespace, "logs", target, "--tail=5000"], timeout=self.ctx.timeout("command"))
         names = [n for n in (self.record.backup, self.record.restore) if n]
         lines = [line for line in log.splitlines() if any(n in line for n in names)]
         return "\n".join(lines[-400:])

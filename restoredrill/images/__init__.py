@@ -20,6 +20,7 @@ from pathlib import Path
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
 from restoredrill.images.oci import DirEntry, FileEntry, ImageSpec, SymlinkEntry, write_oci_archive
 from restoredrill.pins import cache_dir, load_pins
+from restoredrill.timeouts import timeout
 from restoredrill.toolchain.gobuild import GoToolchain
 
 __all__ = ["IMAGE_RECIPES", "LocalImageBuilder", "image_set", "import_archives", "register_image"]
@@ -99,7 +100,8 @@ def _local_path(toolchain: GoToolchain, reference: str) -> ImageSpec:
 
 
 def busybox_applets(binary: Path = BUSYBOX_BINARY) -> list[str]:
-    result = subprocess.run([str(binary), "--list"], capture_output=True, text=True, timeout=30)
+    result = subprocess.run([str(binary), "--list"], capture_output=True, text=True,
+                            timeout=timeout("host_command"))
     if result.returncode != 0:
         raise CommandError([str(binary), "--list"], returncode=result.returncode, output=result.stderr)
     return sorted(set(result.stdout.split()) - {"busybox"})

@@ -27,6 +27,7 @@ from restoredrill.images import busybox_tree
 from restoredrill.images.oci import FileEntry, ImageSpec, write_oci_archive
 from restoredrill.pins import cache_dir
 from restoredrill.process import run
+from restoredrill.timeouts import timeout
 
 STANDIN_PATH = "/usr/local/bin/restoredrill-standin"
 # Ports an image listens on when its manifests declare none.
@@ -125,7 +126,8 @@ def standin_binary(*, cache: Path | None = None) -> Path:
         (source / "go.mod").write_text("module restoredrill.local/standin\n\ngo 1.22\n")
         (source / "main.go").write_text(STANDIN_MAIN_GO)
         partial = out.with_suffix(".partial")
-        run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."], cwd=source, timeout=600,
+        run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."], cwd=source,
+            timeout=timeout("image_build"),
             env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
         partial.rename(out)
     return out

@@ -2,9 +2,9 @@
 
 A component (object store, Velero, CNPG, Flux) gets a `PlatformContext`: the cluster, an API client,
 the image set (logical name -> reference, so the same manifests serve locally built images and
-upstream ones) and the timeout table. Manifests are plain dicts, applied with kubectl server-side
-apply (CRDs are too large for client-side apply's last-applied annotation); reads and patches go
-through the API client.
+upstream ones) and the session's timeouts (`restoredrill.timeouts`). Manifests are plain dicts,
+applied with kubectl server-side apply (CRDs are too large for client-side apply's last-applied
+annotation); reads and patches go through the API client.
 """
 
 from __future__ import annotations
@@ -24,26 +24,14 @@ from restoredrill.cluster import ClusterHandle
 from restoredrill.errors import CommandError, ConfigError, RestoreDrillError
 from restoredrill.kube import find_kubectl, run_kubectl
 from restoredrill.process import download_go_module
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import Timeouts, active
+from restoredrill.waits import wait_until
 
 Manifest = dict[str, Any]
 
 FIELD_MANAGER = "restoredrill"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY_VALUE = "restoredrill"
-
-# Named waits the platform needs beyond `restoredrill.waits.DEFAULT_TIMEOUTS` (seconds, 2 cores).
-# They belong in that table; until they are added there, these defaults apply and any name in the
-# context's `timeouts` mapping overrides them.
-PLATFORM_TIMEOUTS: Mapping[str, float] = {
-    # Deployments/DaemonSets of a component Ready (images are local, so this is start-up only).
-    "platform_ready": 300,
-    # How soon an Unavailable object store must show on the BSL (Velero validates every 10 s here).
-    "bsl_unavailable": 60,
-    "cnpg_backup": 600,
-    # One `kubectl apply --server-side` of a component's manifests (CRDs included).
-    "apply": 120,
-}
 
 # Container waiting reasons that never fix themselves: report at once, naming the image.
 IMAGE_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
@@ -62,17 +50,6 @@ class ImageMissingError(PlatformError):
         self.image = image
         self.pod = pod
         super().__init__(f"image {image} is missing for pod {pod} ({reason}: {message})", remedy=remedy)
-
-
-def timeout_for(name: str, overrides: Mapping[str, float] | None = None) -> float:
-    """A named timeout: the override if given, else the shared table, else the platform's defaults."""
-    if overrides and name in overrides:
-        return float(overrides[name])
-    if name in DEFAULT_TIMEOUTS:
-        return float(DEFAULT_TIMEOUTS[name])
-    if name in PLATFORM_TIMEOUTS:
-        return float(PLATFORM_TIMEOUTS[name])
-    raise ConfigError(f"no timeout named {name!r}", remedy="add it to restoredrill.waits.DEFAULT_TIMEOUTS")
 
 
 def image_ref(images: Mapping[str, str], name: str) -> str:
@@ -121,15 +98,21 @@ class PlatformContext:
     cluster: ClusterHandle
     api: client.ApiClient
     images: Mapping[str, str]
-    timeouts: Mapping[str, float] = field(default_factory=dict)
+    timeouts: Timeouts = field(default_factory=active)
     out: Callable[[str], None] = print
 
     def timeout(self, name: str) -> float:
-        return timeout_for(name, self.timeouts)
+        return self.timeouts[name]
 
     def kubectl(self, args: Sequence[str], *, timeout: float | None = None, input: str | None = None) -> str:
         return run_kubectl(list(args), kubeconfig=self.cluster.kubeconfig, context=self.cluster.context,
                            timeout=timeout or self.timeout("command"), input=input)
+
+    def wait_for_crds_established(self, names: Sequence[str]) -> None:
+        """Wait until the CustomResourceDefinitions `names` are Established (their kinds are served)."""
+        seconds = int(self.timeout("crd_established"))
+        self.kubectl(["wait", "--for=condition=Established", f"--timeout={seconds}s",
+                      *[f"crd/{name}" for name in names]], timeout=seconds + 10)
 
     def kubectl_bytes(self, args: Sequence[str], *, input: bytes, timeout: float) -> bytes:
         """kubectl with binary stdin (a tar stream into `kubectl exec -i`)."""

@@ -124,15 +124,15 @@ class CloudNativePG:
         self.credentials = credentials
 
     def manifests(self) -> list[Manifest]:
-        rendered = self.ctx.kubectl(["kustomize", str(module_dir() / "config" / "default")], timeout=120)
+        rendered = self.ctx.kubectl(["kustomize", str(module_dir() / "config" / "default")],
+                                    timeout=self.ctx.timeout("kustomize_build"))
         return customize_operator(load_yaml_documents(rendered), self.ctx.images)
 
     def install(self) -> None:
         manifests = self.manifests()
         crds = [m for m in manifests if m["kind"] == "CustomResourceDefinition"]
         self.ctx.apply(crds)
-        self.ctx.kubectl(["wait", "--for=condition=Established", "--timeout=60s", "crd",
-                          "clusters.postgresql.cnpg.io", "backups.postgresql.cnpg.io"], timeout=90)
+        self.ctx.wait_for_crds_established(["clusters.postgresql.cnpg.io", "backups.postgresql.cnpg.io"])
         self.ctx.apply([m for m in manifests if m["kind"] != "CustomResourceDefinition"])
 
     def wait_ready(self) -> None:

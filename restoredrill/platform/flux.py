@@ -40,6 +40,7 @@ from restoredrill.platform.base import (
     module_source_dir,
     read_crds,
 )
+from restoredrill.timeouts import timeout
 from restoredrill.waits import wait_until
 
 NAMESPACE = "flux-system"
@@ -169,7 +170,8 @@ def bare_repository_tar(tree: Path, *, repo: str, message: str = "restoredrill G
                         [git, "-C", str(work), "add", "-A"],
                         [git, "-C", str(work), "commit", "-q", "--allow-empty", "-m", message],
                         [git, "clone", "-q", "--bare", str(work), str(bare)]):
-            done = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env, check=False)
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout("command"), env=env,
+                                  check=False)
             if done.returncode != 0:
                 raise CommandError(command, returncode=done.returncode, output=done.stdout + done.stderr)
         buffer = io.BytesIO()
@@ -203,7 +205,8 @@ class Flux:
         result: list[Manifest] = []
         for controller in CONTROLLERS:
             source = module_source_dir(controller) / "config" / "manager"
-            rendered = load_yaml_documents(self.ctx.kubectl(["kustomize", str(source)], timeout=120))
+            rendered = load_yaml_documents(self.ctx.kubectl(["kustomize", str(source)],
+                                                                   timeout=self.ctx.timeout("kustomize_build")))
             result += customize_controller(rendered, controller=controller, images=self.ctx.images,
                                            namespace=self.namespace)
         return result
@@ -218,9 +221,8 @@ class Flux:
 
     def install(self) -> None:
         self.ctx.apply(self.crds())
-        self.ctx.kubectl(["wait", "--for=condition=Established", "--timeout=60s", "crd",
-                          "gitrepositories.source.toolkit.fluxcd.io",
-                          "kustomizations.kustomize.toolkit.fluxcd.io"], timeout=90)
+        self.ctx.wait_for_crds_established(["gitrepositories.source.toolkit.fluxcd.io",
+                                            "kustomizations.kustomize.toolkit.fluxcd.io"])
         self.ctx.apply(self.manifests())
 
     def wait_ready(self) -> None:

@@ -23,6 +23,7 @@ from restoredrill.errors import CommandError, ConfigError, MissingToolError
 from restoredrill.images import BUSYBOX_BINARY, register_image, static_binary_image
 from restoredrill.images.oci import DirEntry, FileEntry, ImageSpec, SymlinkEntry, TreeEntry
 from restoredrill.pins import cache_dir, load_pins
+from restoredrill.timeouts import timeout
 from restoredrill.toolchain.gobuild import GoToolchain
 
 # Go's name for this machine's architecture, as CNPG's operator/manager_<GOARCH> expects.
@@ -49,7 +50,6 @@ def apt_mirror(suite: str = DEBIAN_SUITE) -> str:
                 return parts[1]
     raise ConfigError(f"apt has no source for Debian {suite} (looked in {', '.join(map(str, APT_SOURCES))})",
                       remedy=f"add a Debian {suite} source for apt; debootstrap uses the same mirror")
-DEBOOTSTRAP_TIMEOUT = 30 * 60
 # CNPG runs PostgreSQL as 26:26 unless the Cluster says otherwise (postgresUID/postgresGID).
 POSTGRES_UID = 26
 POSTGRES_MAJOR = 15
@@ -213,7 +213,7 @@ def debootstrap_rootfs(target: Path, *, packages: Iterable[str], suite: str = DE
     out(f"[images] debootstrap {suite} with {', '.join(sorted(packages))} (about 1-4 min)")
     started = time.monotonic()
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=DEBOOTSTRAP_TIMEOUT, check=False)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout("debootstrap"), check=False)
     except subprocess.TimeoutExpired as error:
         raise CommandError(command, returncode=None, output=str(error.stdout or "")) from error
     if done.returncode != 0:

@@ -24,6 +24,7 @@ from restoredrill.errors import CommandError, ConfigError
 from restoredrill.kube import find_kubectl
 from restoredrill.platform.base import Manifest, PlatformContext, PlatformError, image_ref, labels
 from restoredrill.platform.s3 import S3Client, S3Error
+from restoredrill.timeouts import timeout
 from restoredrill.waits import wait_until
 
 VELERO_BUCKET = "velero"
@@ -320,7 +321,7 @@ def port_forward(ctx: PlatformContext, *, namespace: str, target: str, port: int
                 if found:
                     return int(found.group(1)), seen[-1].strip()
             if process.poll() is not None:
-                reader.join(timeout=5)  # what kubectl said before it exited
+                reader.join(timeout=timeout("process_stop"))  # what kubectl said before it exited
                 while not lines.empty():
                     seen.append(lines.get_nowait())
                 raise CommandError(command, returncode=process.returncode, output="".join(seen))
@@ -337,7 +338,7 @@ def port_forward(ctx: PlatformContext, *, namespace: str, target: str, port: int
     finally:
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=timeout("process_stop"))
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(timeout=10)
+            process.wait(timeout=timeout("process_stop"))

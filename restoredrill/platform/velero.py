@@ -360,9 +360,8 @@ class Velero:
 
     def install(self) -> None:
         self.ctx.apply(self.crds())
-        self.ctx.kubectl(["wait", "--for=condition=Established", "--timeout=60s", "crd",
-                          "backupstoragelocations.velero.io", "backups.velero.io", "restores.velero.io"],
-                         timeout=90)
+        self.ctx.wait_for_crds_established(["backupstoragelocations.velero.io", "backups.velero.io",
+                                            "restores.velero.io"])
         self.ctx.apply(self.manifests())
 
     def uninstall(self) -> None:
@@ -557,7 +556,8 @@ class Velero:
             return (status.get("downloadURL") if status.get("phase") == "Processed" else None), str(status)
 
         try:
-            url = wait_until(f"DownloadRequest {request} ({kind} {name})", probe, timeout=60, interval=1.0)
+            url = wait_until(f"DownloadRequest {request} ({kind} {name})", probe,
+                             timeout=self.ctx.timeout("download_request"), interval=1.0)
             data = fetch(url)
         finally:
             self.ctx.custom.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, "downloadrequests",

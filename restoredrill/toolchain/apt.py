@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Callable
 
 from restoredrill.errors import CommandError, MissingToolError, RestoreDrillError
+from restoredrill.timeouts import timeout
 from restoredrill.toolchain.recipes import DebianPackage
 
 APT_ENV = {"DEBIAN_FRONTEND": "noninteractive"}
@@ -24,7 +25,7 @@ def installed_version(package: str) -> str | None:
         return None
     result = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}\t${Version}", package],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=timeout("host_command"),
     )
     if result.returncode != 0:
         return None
@@ -61,12 +62,12 @@ def ensure_packages(packages: list[DebianPackage], *, out: Callable[[str], None]
         )
     specs = [package.install_spec() for package in missing]
     out(f"apt-get install {' '.join(specs)} (after apt-get update)")
-    for command, timeout in (
-        (["apt-get", "update", "-q"], 600),
-        (["apt-get", "install", "-y", "-q", "--no-install-recommends", *specs], 1200),
+    for command, seconds in (
+        (["apt-get", "update", "-q"], timeout("apt_update")),
+        (["apt-get", "install", "-y", "-q", "--no-install-recommends", *specs], timeout("apt_install")),
     ):
         try:
-            result = subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+            result = subprocess.run(command, capture_output=True, text=True, timeout=seconds,
                                     env={**os.environ, **APT_ENV})
         except subprocess.TimeoutExpired as error:
             raise CommandError(command, returncode=None, output=str(error.output or "")) from error

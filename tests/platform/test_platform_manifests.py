@@ -19,7 +19,6 @@ from restoredrill.platform.base import (
     PlatformError,
     check_pods_can_start,
     image_ref,
-    timeout_for,
 )
 from restoredrill.platform.cnpg import backup_manifest, cluster_manifest, customize_operator
 from restoredrill.platform.flux import (
@@ -362,14 +361,6 @@ def test_crash_loop_fails_after_restarts_only() -> None:
     check_pods_can_start([pod_waiting("CrashLoopBackOff", restarts=1)])
     with pytest.raises(PlatformError, match="CrashLoopBackOff"):
         check_pods_can_start([pod_waiting("CrashLoopBackOff", restarts=3)])
-
-
-def test_timeouts_resolve_from_overrides_then_tables() -> None:
-    assert timeout_for("backup") == 900
-    assert timeout_for("bsl_unavailable") == 60
-    assert timeout_for("backup", {"backup": 5}) == 5
-    with pytest.raises(ConfigError):
-        timeout_for("no-such-wait")
 
 
 # ---- CNPG ----------------------------------------------------------------------------------------
