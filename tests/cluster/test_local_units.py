@@ -22,8 +22,8 @@ from restoredrill.cluster.local import (
     kube_proxy_config,
     kubelet_config,
 )
-from restoredrill.cluster.local_addons import COREFILE, local_path_manifests
-from restoredrill.cluster.local_pki import CertRequest, Pki, extension_config, kubeconfig, san_entry
+from restoredrill.cluster.local.addons import COREFILE, local_path_manifests
+from restoredrill.cluster.local.pki import CertRequest, Pki, extension_config, kubeconfig, san_entry
 from restoredrill.errors import ConfigError, MissingToolError
 from restoredrill.images.oci import (
     NAME_ANNOTATION,
@@ -147,7 +147,7 @@ def test_missing_apt_get_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.Mo
     if shutil.which("dpkg-query") is None:
         pytest.skip("not a Debian system")
     dpkg_query = tmp_path / "dpkg-query"
-    dpkg_query.symlink_to(shutil.which("dpkg-query"))
+    dpkg_query.symlink_to(str(shutil.which("dpkg-query")))
     monkeypatch.setenv("PATH", str(tmp_path))  # dpkg-query still answers; apt-get is gone
     with pytest.raises(MissingToolError, match="'apt-get'") as raised:
         ensure_packages([DebianPackage("restoredrill-no-such-package", "*")], out=lambda line: None)
