@@ -7,19 +7,25 @@ land in `CACHE/bin/NAME-VERSION/`, and a stamp file keyed by a digest of the rec
 version records that they are complete: a matching stamp skips the build (idempotent); a missing
 one rebuilds, and Go's module and build caches make a rebuild after an interrupted run resume
 roughly where it stopped.
+
+Builds of one component are serialised across processes by a file lock in `CACHE/locks/`: a second
+`restoredrill toolchain` (or a test session) waits for the first, says so, and then finds the stamp.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from restoredrill.errors import CommandError, ConfigError, MissingToolError, WaitTimeout
 from restoredrill.pins import cache_dir
@@ -82,6 +88,9 @@ class GoToolchain:
     def log_path(self, recipe: GoBuild) -> Path:
         return self.cache / "logs" / f"build-{recipe.name}.log"
 
+    def lock_path(self, recipe: GoBuild) -> Path:
+        return self.cache / "locks" / f"build-{recipe.name}.lock"
+
     # ---- queries ----------------------------------------------------------------------------
     def go(self) -> str:
         found = shutil.which("go")
@@ -136,6 +145,48 @@ class GoToolchain:
         if not force and self.is_built(recipe, go_version=go_version):
             self.out(f"{recipe.name} {recipe.version}: up to date in {self.bin_dir(recipe)}")
             return BuildOutcome(recipe.name, recipe.version, False, 0.0, self.bin_dir(recipe))
+        with self.build_lock(recipe):
+            if not force and self.is_built(recipe, go_version=go_version):
+                self.out(f"{recipe.name} {recipe.version}: built by another run meanwhile, in {self.bin_dir(recipe)}")
+                return BuildOutcome(recipe.name, recipe.version, False, 0.0, self.bin_dir(recipe))
+            return self._build(recipe, go_version=go_version)
+
+    @contextlib.contextmanager
+    def build_lock(self, recipe: GoBuild) -> Iterator[None]:
+        """Hold the build of `recipe` for this process; wait (and say who holds it) while another has it.
+
+        The holder's pid is in a file beside the lock: filelock truncates the lock file itself on open.
+        """
+        path = self.lock_path(recipe)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock, owner = FileLock(str(path)), path.with_suffix(".owner")
+
+        reported: list[str] = []
+
+        def acquired() -> tuple[bool | None, str]:
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                holder = owner.read_text().strip() if owner.exists() else "unknown"
+                if holder not in reported:
+                    self.out(f"waiting for another build of {recipe.name} (pid {holder})")
+                    reported.append(holder)
+                return None, f"pid {holder} holds {path}"
+            return True, "acquired"
+
+        wait_until(f"another build of {recipe.name}", acquired, timeout=self.build_timeout(recipe), interval=1.0,
+                   remedy=f"another `restoredrill toolchain` holds {path}; stop it, or wait for it")
+        try:
+            owner.write_text(f"{os.getpid()}\n")
+            yield
+        finally:
+            owner.unlink(missing_ok=True)
+            lock.release()
+
+    def build_timeout(self, recipe: GoBuild) -> float:
+        return max(MIN_BUILD_TIMEOUT, recipe.expected_minutes * 60 * BUILD_TIMEOUT_FACTOR)
+
+    def _build(self, recipe: GoBuild, *, go_version: str) -> BuildOutcome:
         self.out(
             f"building {recipe.name} {recipe.version} ({', '.join(recipe.binaries)}) — about "
             f"{recipe.expected_minutes:g} min on 2 cores when cold; log: {self.log_path(recipe)}"
@@ -256,7 +307,7 @@ class GoToolchain:
             command[command.index("-o") + 1] = str(out_dir / next(iter(recipe.binaries)))
         log = self.log_path(recipe)
         log.parent.mkdir(parents=True, exist_ok=True)
-        timeout = max(MIN_BUILD_TIMEOUT, recipe.expected_minutes * 60 * BUILD_TIMEOUT_FACTOR)
+        timeout = self.build_timeout(recipe)
         started = time.monotonic()
         with log.open("w") as sink:
             sink.write(f"$ cd {wrapper} && {' '.join(command)}\n")
