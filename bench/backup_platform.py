@@ -5,11 +5,14 @@
   memory they use: working set per component namespace, from the kubelet's summary API
   one PVC (1 MiB of data) backed up with fs-backup, and restored: seconds for each
 
-The cluster must be up (`restoredrill cluster up`, or kind) and, on the local provider, the images
-built and loaded (`restoredrill.platform.images.build_local_images`). `--fresh` uninstalls the
-platform first, so the install is timed from an empty cluster.
+The cluster must be up (`restoredrill cluster up`, or kind); on the local provider the bench builds
+(cached) and loads the platform's images. `--fresh` uninstalls the platform first, so the install is
+timed from an empty cluster: it deletes the namespaces flux-system, velero, cnpg-system and the
+object store's, so it refuses any cluster restoredrill did not create (today: anything but the
+running local cluster, whose kubeconfig is the default on `--provider local`).
 
-Run: `.venv/bin/python bench/backup_platform.py --kubeconfig PATH [--provider local] [--fresh]`.
+Run: `.venv/bin/python bench/backup_platform.py [--provider local] [--fresh]`, or
+`--provider kind --kubeconfig PATH` (without `--fresh`).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 from restoredrill.cluster import ClusterHandle
 from restoredrill.cluster.local import LocalCluster, LocalClusterConfig
 from restoredrill.cluster.namespaces import create_owned_namespace, delete_owned_namespace, new_run_id
+from restoredrill.errors import NotOursError, RestoreDrillError
 from restoredrill.kube import load_api_client
 from restoredrill.pins import cache_dir
 from restoredrill.platform import PlatformContext, PlatformStack
@@ -102,9 +106,35 @@ def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float,
         delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=DEFAULT_TIMEOUTS["namespace_deleted"])
 
 
+def bench_cluster(*, provider: str, kubeconfig: Path | None, context: str | None) -> ClusterHandle:
+    """The cluster to measure; `created_by_us` only for the running local cluster's own kubeconfig."""
+    if provider == "local":
+        local = LocalCluster(LocalClusterConfig(), out=lambda line: None)
+        if kubeconfig is None or kubeconfig.resolve() == local.layout.kubeconfig.resolve():
+            if not local.healthy():
+                raise RestoreDrillError(f"no running local cluster in {local.layout.root}",
+                                        remedy="`restoredrill cluster up` first")
+            return local.handle()
+    if kubeconfig is None:
+        raise RestoreDrillError(f"--provider {provider} needs --kubeconfig")
+    return ClusterHandle(provider=provider, name="bench", kubeconfig=kubeconfig, context=context,
+                         created_by_us=False)
+
+
+def refuse_fresh_on_a_foreign_cluster(cluster: ClusterHandle) -> None:
+    """`--fresh` deletes the platform's namespaces: only on a cluster restoredrill created."""
+    if not cluster.created_by_us:
+        raise NotOursError(
+            f"--fresh would delete the namespaces {', '.join(ns for ns in COMPONENT_NAMESPACES.values() if ns)} "
+            f"and the object store's on the cluster of {cluster.kubeconfig}, which restoredrill did not create",
+            remedy="run the bench on the local cluster (`restoredrill cluster up`, then omit --kubeconfig), "
+            "or drop --fresh to measure the platform as it is installed")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--kubeconfig", type=Path, default=None,
+                        help="default on --provider local: the running local cluster's")
     parser.add_argument("--context", default=None)
     parser.add_argument("--provider", default="local", choices=("local", "kind"))
     parser.add_argument("--object-store", default="minio", choices=("minio", "seaweedfs"))
@@ -112,11 +142,12 @@ def main() -> int:
     parser.add_argument("--fresh", action="store_true", help="uninstall the platform first (time from empty)")
     args = parser.parse_args()
 
-    cluster = ClusterHandle(provider=args.provider, name="bench", kubeconfig=args.kubeconfig, context=args.context,
-                            created_by_us=False)
-    ctx = PlatformContext(cluster=cluster, api=load_api_client(args.kubeconfig, args.context),
+    cluster = bench_cluster(provider=args.provider, kubeconfig=args.kubeconfig, context=args.context)
+    if args.fresh:
+        refuse_fresh_on_a_foreign_cluster(cluster)
+    ctx = PlatformContext(cluster=cluster, api=load_api_client(cluster.kubeconfig, cluster.context),
                           images=platform_image_set(args.provider), out=lambda line: None)
-    if args.provider == "local":
+    if cluster.provider == "local" and cluster.created_by_us:
         # A fresh local cluster has none of the platform's images: build (cached) and import them.
         LocalCluster(LocalClusterConfig()).load_images(build_local_images(DEFAULT_LOCAL_IMAGES))
     data_dir = (args.data_dir or cache_dir() / "object-store" / f"bench-{args.object_store}").resolve()
@@ -143,4 +174,8 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    try:
+        raise SystemExit(main())
+    except RestoreDrillError as error:
+        print(f"bench/backup_platform.py: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
