@@ -11,7 +11,7 @@ import json
 import os
 import subprocess
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -59,7 +59,7 @@ def namespace(kubectl: Kubectl, worker_id: str) -> Iterator[str]:
     kubectl("delete", "namespace", name, "--wait=false")
 
 
-def apply(kubectl: Kubectl, namespace: str, *documents: dict[str, object]) -> None:
+def apply(kubectl: Kubectl, namespace: str, *documents: Mapping[str, object]) -> None:
     kubectl("-n", namespace, "apply", "-f", "-", input=yaml.safe_dump_all(documents))
 
 
@@ -105,8 +105,9 @@ def test_node_is_ready(kube_api: client.ApiClient) -> None:
     nodes = client.CoreV1Api(kube_api).list_node().items
     assert nodes, "the cluster has no node"
     for node in nodes:
-        ready = {c.type: c.status for c in node.status.conditions}.get("Ready")
-        assert ready == "True", f"node {node.metadata.name} is not Ready: {node.status.conditions}"
+        conditions = (node.status.conditions if node.status else None) or []
+        ready = {c.type: c.status for c in conditions}.get("Ready")
+        assert ready == "True", f"node {node.metadata and node.metadata.name} is not Ready: {conditions}"
     version = client.VersionApi(kube_api).get_code()
     assert version.git_version.startswith("v1."), version
 
@@ -132,10 +133,13 @@ def test_pvc_data_survives_pod_rescheduling_on_a_local_pv(kubectl: Kubectl, name
     assert kubectl("-n", namespace, "exec", second, "--", "cat", "/data/token").strip() == token
 
     claim = client.CoreV1Api(kube_api).read_namespaced_persistent_volume_claim("data", namespace)
+    assert claim.spec is not None and claim.spec.volume_name, f"PVC data is not bound: {claim.status}"
     volume = client.CoreV1Api(kube_api).read_persistent_volume(claim.spec.volume_name)
-    assert volume.spec.local is not None and volume.spec.host_path is None, (
-        f"PV {volume.metadata.name} is not a `local` PV (Velero's fs-backup would skip it): {volume.spec}")
-    assert volume.spec.node_affinity is not None and volume.spec.node_affinity.required is not None
+    spec = volume.spec
+    assert spec is not None
+    assert spec.local is not None and spec.host_path is None, (
+        f"PV {claim.spec.volume_name} is not a `local` PV (Velero's fs-backup would skip it): {spec}")
+    assert spec.node_affinity is not None and spec.node_affinity.required is not None
 
 
 def test_pod_resolves_and_reaches_a_service_by_dns_name(kubectl: Kubectl, namespace: str) -> None:
@@ -251,6 +255,7 @@ def test_zz_down_leaves_nothing_and_a_second_cluster_comes_up(cluster_provider: 
     cluster_provider.down(keep=[kept])
 
     assert cluster_provider.leftovers() == []
+    assert not cluster_provider.layout.ledger.exists(), "every recorded host resource was removed"
     assert independent_leftovers(root, cluster_provider.config.bridge) == []
     assert (kept / "object-store.bin").read_bytes() == b"survives the cluster"
     assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["kept-data"]

@@ -143,6 +143,8 @@ class HostLedger:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
         try:
+            # Nothing secret in it, and `restoredrill cluster status` may run as another user.
+            os.fchmod(handle, 0o644)
             with os.fdopen(handle, "w") as sink:
                 json.dump(data, sink, indent=2)
                 sink.write("\n")
