@@ -10,6 +10,7 @@ key and the error a bad value produces. Per-app overrides live in the drill conf
 from __future__ import annotations
 
 import difflib
+import fnmatch
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from datetime import timedelta
@@ -38,6 +39,20 @@ class AppOverride:
 
 
 @dataclass(frozen=True)
+class IgnoreEntry:
+    """A finding the user has accepted: rule plus file and/or object (shell globs), with the reason."""
+
+    rule: str
+    reason: str
+    file: str | None = None  # repo-relative path of the finding, e.g. kubernetes/apps/media/*
+    object: str | None = None  # the subject as the finding names it, e.g. "namespace media"
+
+    def matches(self, *, rule: str, file: str, subject: str) -> bool:
+        return (self.rule in (rule, "*") and (self.file is None or fnmatch.fnmatchcase(file, self.file))
+                and (self.object is None or fnmatch.fnmatchcase(subject, self.object)))
+
+
+@dataclass(frozen=True)
 class DrillConfig:
     gitops_repo: Path
     reports_dir: Path
@@ -48,7 +63,10 @@ class DrillConfig:
     warning_rules: frozenset[str] = frozenset()
     fetch_schemas: bool = True
     sops_age_key: Path | None = None
+    allow_skipped_drills: bool = False
+    full_cluster_apps: frozenset[str] = frozenset()
     apps: Mapping[str, AppOverride] = field(default_factory=lambda: MappingProxyType({}))
+    ignore: tuple[IgnoreEntry, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
 
     def app(self, name: str) -> AppOverride:
@@ -108,6 +126,10 @@ SETTINGS: tuple[Setting, ...] = (
             _names, "linelist"),
     Setting("warning_rules", "rule ids whose failures only warn", _names, "linelist"),
     Setting("fetch_schemas", "fetch missing CRD schemas from the Go module proxy (default: true)", _bool, "bool"),
+    Setting("full_cluster_apps", "apps the full-cluster recovery backs up and restores (default: every drilled app)",
+            _names, "linelist"),
+    Setting("allow_skipped_drills", "accept a selected drill that is skipped (default: false, a skipped drill "
+            "fails: it proved nothing)", _bool, "bool"),
     Setting("sops_age_key", "age private key file the drill cluster's Flux decrypts the repo's SOPS secrets with; "
             "default: age.agekey at the GitOps repo's root if present", Path),
 )
@@ -177,6 +199,7 @@ def build_config(
     return replace(
         config,
         apps=MappingProxyType(_read_apps(file_values.get("apps"), source=source)),
+        ignore=_read_ignore(file_values.get("ignore"), source=source),
         timeouts=Timeouts.parse(file_values.get("timeouts"), source=source, seconds_of=_timeout_seconds),
     )
 
@@ -192,7 +215,7 @@ def _parsed(name: str, value: Any, origin: Mapping[str, str]) -> Any:
                           remedy=f"{setting.flag}: {setting.help}") from None
 
 
-_TOP_LEVEL_KEYS = frozenset({*SETTINGS_BY_NAME, "apps", "timeouts"})
+_TOP_LEVEL_KEYS = frozenset({*SETTINGS_BY_NAME, "apps", "timeouts", "ignore"})
 
 
 def _read_drill_file(path: Path) -> dict[str, Any]:
@@ -251,6 +274,40 @@ def _read_apps(value: Any, *, source: str) -> dict[str, AppOverride]:
         except ValueError as error:
             raise ConfigError(f"{source}: apps.{name}: {error}", remedy="use true or false") from None
     return apps
+
+
+_IGNORE_FIELDS = {f.name for f in fields(IgnoreEntry)}
+
+
+def _read_ignore(value: Any, *, source: str) -> tuple[IgnoreEntry, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise ConfigError(f"{source}: `ignore` must be a list of entries",
+                          remedy="write ignore: [{rule: RULE, file: PATH, reason: WHY}]")
+    entries = []
+    for index, item in enumerate(value):
+        where = f"{source}: ignore[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a mapping", remedy="give rule, file and/or object, and reason")
+        unknown = set(item) - _IGNORE_FIELDS
+        if unknown:
+            key = sorted(unknown)[0]
+            raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key, _IGNORE_FIELDS)}",
+                              remedy=f"ignore entries take: {', '.join(sorted(_IGNORE_FIELDS))}")
+        if not item.get("rule"):
+            raise ConfigError(f"{where} names no rule", remedy="add rule: RULE-ID (or '*')")
+        if not str(item.get("reason") or "").strip():
+            raise ConfigError(f"{where} ({item['rule']}) gives no reason",
+                              remedy="add reason: why this finding is accepted (it is shown in the report)")
+        if item.get("file") is None and item.get("object") is None:
+            raise ConfigError(f"{where} ({item['rule']}) names neither a file nor an object",
+                              remedy="add file: PATH-GLOB and/or object: SUBJECT-GLOB, so one finding is silenced, "
+                                     "not the whole rule (use warning_rules for that)")
+        entries.append(IgnoreEntry(rule=str(item["rule"]), reason=str(item["reason"]).strip(),
+                                   file=None if item.get("file") is None else str(item["file"]),
+                                   object=None if item.get("object") is None else str(item["object"])))
+    return tuple(entries)
 
 
 def _timeout_seconds(value: Any) -> float:

@@ -12,13 +12,20 @@ for adoption. The NFS library is verified intact without having been restored.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from restoredrill.cluster import ClusterProvider
+from restoredrill.drill.gitops import GitOpsDeployment
 from restoredrill.drill.namespace import NamespaceDrill
 from restoredrill.drill.plan import AppPlan
+from restoredrill.errors import ConfigError
+from restoredrill.kube import load_api_client
+from restoredrill.platform import CloudNativePG, ObjectStore, PlatformStack, Velero
+from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.velero import GROUP, VERSION
 from restoredrill.waits import wait_until
 
@@ -104,3 +111,100 @@ def timed(record: FullClusterRecord, name: str, action: Callable[[], Any],
     record.steps.append((name, round(time.monotonic() - started, 1)))
     out(f"[full-cluster recovery] {name}: {record.steps[-1][1]} s")
     return result
+
+
+def select_plans(plans: Sequence[AppPlan], names: Iterable[str]) -> list[AppPlan]:
+    """The plans of the apps `names` (all when empty); an unknown name is an error naming the apps."""
+    wanted = set(names)
+    if not wanted:
+        return list(plans)
+    known = {plan.app for plan in plans}
+    unknown = sorted(wanted - known)
+    if unknown:
+        raise ConfigError(f"full_cluster_apps names {', '.join(unknown)}, which the drill does not drill",
+                          remedy=f"choose among: {', '.join(sorted(known))}")
+    return [plan for plan in plans if plan.app in wanted]
+
+
+@dataclass
+class FullClusterRecovery:
+    """The sequence, run on a cluster restoredrill made. `load_images(provider, ctx)` loads what the
+    new cluster's platform and apps run (a no-op where images are pulled); the drills' stand-ins
+    and data are those of the session's GitOps deployment."""
+
+    provider: ClusterProvider
+    cluster_lock: Any  # held while the cluster is replaced, so no other session joins it half-built
+    ctx: PlatformContext
+    object_store: ObjectStore
+    gitops: GitOpsDeployment
+    velero: Velero
+    cnpg: CloudNativePG
+    plans: Sequence[AppPlan]
+    busybox_image: str
+    run_id: str
+    worker_id: str
+    load_images: Callable[[ClusterProvider, PlatformContext], None]
+    out: Callable[[str], None] = print
+    record: FullClusterRecord = field(default_factory=FullClusterRecord)
+    drills: list[NamespaceDrill] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        ordered = dependency_order(self.plans)
+        self.record.apps = [plan.app for plan in ordered]
+        self.drills = [NamespaceDrill(plan=plan, ctx=self.ctx, velero=self.velero, flux=self.gitops.flux,
+                                      cnpg=self.cnpg, gitops=self.gitops, run_id=self.run_id,
+                                      busybox_image=self.busybox_image, out=self.out)
+                       for plan in ordered]
+        for drill in self.drills:
+            drill.record.standins = self.gitops.standins
+
+    def step(self, name: str, action: Callable[[], Any]) -> Any:
+        return timed(self.record, name, action, out=self.out)
+
+    def run(self) -> FullClusterRecord:
+        started = time.monotonic()
+        for drill in self.drills:  # what the nightly Schedules leave behind
+            for name, action in (("deploy", drill.deploy), ("seed", drill.seed), ("record", drill.take_snapshot),
+                                 ("backup", drill.backup), ("sentinel", drill.write_sentinels)):
+                drill.step(name, action)
+        self.record.steps.append(("back up every app", round(time.monotonic() - started, 1)))
+        sequence = time.monotonic()
+
+        # 1. Provision the cluster: the old one is destroyed; the object store and NFS folders stay.
+        with self.cluster_lock:
+            self.step("destroy the cluster", self.provider.down)
+            handle = self.step("new cluster up", self.provider.up)
+        ctx = PlatformContext(cluster=handle, api=load_api_client(handle.kubeconfig, handle.context),
+                              images=self.ctx.images, timeouts=self.ctx.timeouts, out=self.ctx.out)
+        # 2-3. Infrastructure and backup storage: the platform, with the store's old data and credentials.
+        stack = self.step("platform installed", lambda: self._platform(ctx))
+        gitops = GitOpsDeployment(ctx=ctx, flux=stack.flux, catalogue=self.gitops.catalogue, run_id=self.run_id,
+                                  worker_id=self.worker_id, sops_age_key=self.gitops.sops_age_key, out=self.out)
+        self.step("Flux source ready", lambda: self._flux_source(gitops, stack))
+        for drill in self.drills:
+            drill.ctx, drill.velero, drill.flux, drill.cnpg, drill.gitops = (ctx, stack.velero, stack.flux,
+                                                                             stack.cnpg, gitops)
+        synced = self.step("backups synced", lambda: wait_for_synced_backups(
+            self.drills[0], {d.record.backup: d.record.pod_volume_backups for d in self.drills},
+            timeout=ctx.timeout("backup")))
+        self.record.synced_backups = len(synced)
+        # 4-5. Suspend and restore every app, in dependency order; verify each.
+        for drill in self.drills:
+            drill.record.scenario = "full-cluster-recovery"
+            self.step(f"restore {drill.plan.app}", functools.partial(restore_app, drill))
+            self.record.rto_s[drill.plan.app] = drill.record.rto_s
+        self.record.total_s = round(time.monotonic() - sequence, 1)
+        return self.record
+
+    def _platform(self, ctx: PlatformContext) -> PlatformStack:
+        self.load_images(self.provider, ctx)
+        stack = PlatformStack.create(ctx, object_store=self.object_store.kind, data_dir=self.object_store.data_dir,
+                                     credentials=self.object_store.credentials, reuse_installed=False)
+        stack.install()
+        return stack
+
+    def _flux_source(self, gitops: GitOpsDeployment, stack: PlatformStack) -> None:
+        if any(m.group == "gateway.networking.k8s.io" for m in gitops.catalogue.deployed()):
+            gitops.install_gateway_api(stack.velero)
+        gitops.alias_storage_classes(sorted({c for d in self.drills for c in d.plan.storage_classes}))
+        gitops.publish()

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 import allure
 import pytest
 
-from fixtures.drills import drill_apps
+from fixtures.drills import drill_apps, drill_parameters
 from fixtures.gitops import session_catalogue
 from fixtures.options import DRILL_CONFIG_KEY
 from restoredrill.catalogue import App, Catalogue
@@ -37,7 +37,8 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         catalogue = session_catalogue(metafunc.config)
         with_cnpg = {c.namespace for c in catalogue.cnpg_clusters}
         apps = [a for a in drill_apps(catalogue, metafunc.config.stash[DRILL_CONFIG_KEY]) if a.namespace in with_cnpg]
-        metafunc.parametrize("cnpg_app", apps, ids=[a.name for a in apps], scope="module")
+        metafunc.parametrize("cnpg_app", drill_parameters(apps, not_applicable="no drilled app has a CNPG Cluster"),
+                             scope="module")
 
 
 @pytest.fixture(scope="module")

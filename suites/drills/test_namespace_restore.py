@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from fixtures.drills import attach_evidence, drill_apps
+from fixtures.drills import NothingToDrill, attach_evidence, drill_apps, drill_parameters, nothing_to_drill
 from fixtures.gitops import session_catalogue
 from fixtures.options import DRILL_CONFIG_KEY
 from restoredrill.catalogue import App
@@ -24,12 +24,15 @@ pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "app" in metafunc.fixturenames:
-        config = metafunc.config
-        apps = drill_apps(session_catalogue(config), config.stash[DRILL_CONFIG_KEY])
-        metafunc.parametrize("app", apps, ids=[app.name for app in apps])
+        catalogue, drill_config = session_catalogue(metafunc.config), metafunc.config.stash[DRILL_CONFIG_KEY]
+        apps = drill_apps(catalogue, drill_config)
+        metafunc.parametrize("app", drill_parameters(apps, empty=nothing_to_drill(catalogue, drill_config)))
 
 
-def test_namespace_restore(app: App, namespace_drill: Callable[[App], NamespaceDrill]) -> None:
+def test_namespace_restore(app: App | NothingToDrill, request: pytest.FixtureRequest) -> None:
+    if isinstance(app, NothingToDrill):
+        app.fail()
+    namespace_drill: Callable[[App], NamespaceDrill] = request.getfixturevalue("namespace_drill")
     drill = namespace_drill(app)
     try:
         drill.run()
