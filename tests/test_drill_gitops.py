@@ -6,7 +6,12 @@ from typing import Any
 
 import yaml
 
+import subprocess
+
+import pytest
+
 from restoredrill.drill.gitops import STANDIN_LABEL, nfs_host_path, publishable_tree, rewrite_nfs_volumes
+from restoredrill.errors import ConfigError
 from restoredrill.yamlio import iter_yaml_files
 
 LIBRARY_PV = "kubernetes/apps/immich/immich/app/library-pv.yaml"
@@ -68,6 +73,8 @@ def test_every_nfs_volume_of_a_file_is_rewritten(tmp_path: Path) -> None:
 def test_the_published_tree_has_the_nfs_standin_and_nothing_else_changed(example_repo, tmp_path: Path) -> None:
     repo, target, nfs = example_repo.root, tmp_path / "published", tmp_path / "nfs"
     notes = publishable_tree(repo, target, nfs=nfs)
+    assert notes[0] == f"{repo} is not a git checkout: every file under it is published to the drill's git server"
+    notes = notes[1:]
     assert len(notes) == 2
     assert notes[0].startswith(f"{LIBRARY_PV}: PersistentVolume immich-library: NFS 10.127.0.5:/data/photos")
     assert notes[1].startswith(f"{SEAWEEDFS_PV}: PersistentVolume seaweedfs-data: NFS 10.127.0.5:/data/seaweedfs")
@@ -96,7 +103,8 @@ def test_a_tree_without_nfs_is_copied_as_is(tmp_path: Path) -> None:
     (repo / "apps" / "pv.yaml").write_text("# hostPath, no NFS\nkind: PersistentVolume\nspec:\n  hostPath: {}\n")
     (repo / ".git").mkdir()
     (repo / ".git" / "HEAD").write_text("ref: refs/heads/main\n")
-    assert publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs") == []
+    assert [n for n in publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs")
+            if "not a git checkout" not in n] == []
     assert (tmp_path / "out" / "apps" / "pv.yaml").read_text() == (repo / "apps" / "pv.yaml").read_text()
     assert not (tmp_path / "out" / ".git").exists()  # the git server gets a fresh history
     assert [p.name for p in iter_yaml_files(tmp_path / "out")] == ["pv.yaml"]
@@ -109,3 +117,70 @@ def test_cnpg_clusters_get_the_drill_clusters_postgresql_and_say_so(example_repo
     path = tmp_path / "published/kubernetes/apps/immich/immich/app/cluster.yaml"
     (cluster,) = [d for d in yaml.safe_load_all(path.read_text()) if d]
     assert cluster["spec"]["imageName"] == "local:15"
+
+
+@pytest.mark.parametrize(("server", "path", "field"), [
+    ("..", "/etc", "spec.nfs.server"),
+    ("/", "/root/.ssh", "spec.nfs.server"),
+    ("nas/../..", "/x", "spec.nfs.server"),
+    ("", "/data", "spec.nfs.server"),
+    ("nas", "/data/../../../etc", "spec.nfs.path"),
+    ("nas", "data", "spec.nfs.path"),
+])
+def test_an_nfs_volume_cannot_reach_outside_the_standin_root(tmp_path: Path, server: str, path: str,
+                                                            field: str) -> None:
+    pv = nfs_pv(server=server, path=path)
+    with pytest.raises(ConfigError) as raised:
+        rewrite_nfs_volumes([pv], root=tmp_path / "nfs", source="apps/x/pv.yaml")
+    assert f"apps/x/pv.yaml: PersistentVolume photos: {field}" in str(raised.value)
+    assert "nfs" in pv["spec"]  # nothing rewritten
+
+
+def test_an_nfs_folder_symlinked_out_of_the_root_is_refused(tmp_path: Path) -> None:
+    root = tmp_path / "nfs"
+    (root / "nas").mkdir(parents=True)
+    (root / "nas" / "data").symlink_to("/etc")
+    with pytest.raises(ConfigError, match="outside the NFS stand-in root"):
+        nfs_host_path("nas", "/data/passwd", root=root)
+    assert nfs_host_path("[fd00::5]", "/data", root=root) == root / "fd00::5" / "data"
+
+
+def _git_repo(repo: Path, files: dict[str, str], *, tracked: list[str]) -> None:
+    for name, text in files.items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(["git", "-C", str(repo), "add", *tracked], check=True)
+
+
+def test_only_what_git_tracks_is_published(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _git_repo(repo, {"apps/a.yaml": "kind: ConfigMap\n", "kubeconfig": "apiVersion: v1\nkind: Config\n",
+                     "talosconfig": "context: x\n", "age-key.txt": "AGE-SECRET-KEY-1QQQ\n"},
+              tracked=["apps/a.yaml"])
+    notes = publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs")
+    assert notes == []
+    assert sorted(str(p.relative_to(tmp_path / "out")) for p in (tmp_path / "out").rglob("*") if p.is_file()) == [
+        "apps/a.yaml"]
+
+
+@pytest.mark.parametrize(("text", "what"), [
+    ("# created: 2026\nAGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQS\n", "an age secret key"),
+    ("-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----\n", "a private key"),
+    ("-----BEGIN OPENSSH PRIVATE KEY-----\nb3Bl\n-----END OPENSSH PRIVATE KEY-----\n", "an SSH private key"),
+])
+def test_a_tracked_secret_key_is_refused_naming_the_file(tmp_path: Path, text: str, what: str) -> None:
+    repo = tmp_path / "repo"
+    _git_repo(repo, {"apps/a.yaml": "kind: ConfigMap\n", "keys/key.txt": text}, tracked=["apps", "keys"])
+    with pytest.raises(ConfigError) as raised:
+        publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs")
+    assert f"{repo / 'keys/key.txt'} holds {what}" in str(raised.value)
+    assert "remove keys/key.txt" in str(raised.value)
+
+
+def test_the_drills_own_age_key_is_withheld_not_refused(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    _git_repo(repo, {"apps/a.yaml": "kind: ConfigMap\n", "secrets/drill.key": "AGE-SECRET-KEY-1QQQ\n",
+                     "age.agekey": "AGE-SECRET-KEY-1QQQ\n"}, tracked=["."])
+    publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs", withheld=[repo / "secrets/drill.key"])
+    assert not (tmp_path / "out" / "secrets").exists() and not (tmp_path / "out" / "age.agekey").exists()

@@ -11,17 +11,22 @@ What the drill cluster lacks is stood in, and every stand-in is recorded so the 
 - the Gateway API CRDs are installed when an app has routes;
 - on the local provider, CNPG Clusters run the platform's PostgreSQL image (Debian's 15), whatever
   image and major version the repo names (nothing can be pulled there).
-The age key file (`*.agekey`) is never published: it reaches the cluster only as the Secret
-kustomize-controller decrypts with.
+Only what git tracks is published (a kubeconfig or a key lying untracked in the working tree stays
+on the host), never the age key file, and never a file holding a secret key in plain text: the git
+server answers every pod unauthenticated. The age key reaches the cluster only as the Secret
+kustomize-controller decrypts with. NFS server names and paths come from the repo, so the host
+folders they map to are kept inside the stand-in root.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -40,6 +45,7 @@ from restoredrill.pins import cache_dir, module_pins
 from restoredrill.platform import Flux, Velero
 from restoredrill.platform.base import PlatformContext, labels, read_crds
 from restoredrill.platform.flux import KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
+from restoredrill.timeouts import timeout
 from restoredrill.yamlio import iter_yaml_files
 
 STANDIN_LABEL = "restoredrill.io/stand-in"
@@ -54,11 +60,35 @@ def nfs_root(cache: Path | None = None) -> Path:
     return (cache or cache_dir()) / "nfs"
 
 
-def nfs_host_path(server: str, path: str, *, root: Path | None = None) -> Path:
-    return (root or nfs_root()) / server / path.strip("/")
+# An NFS server as a PV names it: a host name or an IPv4/IPv6 address, nothing that walks a path.
+_NFS_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                         r"[A-Za-z0-9])?)*|\[?[0-9A-Fa-f:.]+\]?)$")
 
 
-def rewrite_nfs_volumes(documents: list[Any], *, root: Path) -> list[str]:
+def nfs_host_path(server: str, path: str, *, root: Path | None = None, source: str = "a PersistentVolume") -> Path:
+    """The host folder standing in for `server:path`, always inside `root`.
+
+    Both come from the repo under test and the drill mounts and seeds the folder as root, so a
+    server or path that would leave the stand-in root (`..`, `/`, a symlink out) is refused.
+    """
+    root = (root or nfs_root())
+    remedy = ("an NFS PersistentVolume needs spec.nfs.server (a host name or address) and spec.nfs.path "
+              "(an absolute export path without '..')")
+    if not _NFS_SERVER.match(server) or server in (".", ".."):
+        raise ConfigError(f"{source}: spec.nfs.server {server!r} is not a host name or address", remedy=remedy)
+    parts = PurePosixPath(path).parts
+    if not path.startswith("/") or ".." in parts:
+        raise ConfigError(f"{source}: spec.nfs.path {path!r} is not an absolute export path without '..'",
+                          remedy=remedy)
+    host = root.joinpath(server.strip("[]"), *parts[1:])
+    resolved_root = root.resolve()
+    if not host.resolve().is_relative_to(resolved_root):
+        raise ConfigError(f"{source}: spec.nfs {server}:{path} resolves to {host.resolve()}, outside the NFS "
+                          f"stand-in root {resolved_root}", remedy=f"remove the symlink under {resolved_root}")
+    return host
+
+
+def rewrite_nfs_volumes(documents: list[Any], *, root: Path, source: str = "manifest") -> list[str]:
     """Turn NFS PersistentVolumes in `documents` into hostPath ones (in place); what was changed."""
     changed = []
     for doc in documents:
@@ -68,7 +98,9 @@ def rewrite_nfs_volumes(documents: list[Any], *, root: Path) -> list[str]:
         nfs = spec.get("nfs")
         if not isinstance(nfs, dict):
             continue
-        host = nfs_host_path(str(nfs.get("server", "")), str(nfs.get("path", "")), root=root)
+        name = doc.get("metadata", {}).get("name")
+        host = nfs_host_path(str(nfs.get("server", "")), str(nfs.get("path", "")), root=root,
+                             source=f"{source}: PersistentVolume {name}")
         del spec["nfs"]
         spec["hostPath"] = {"path": str(host), "type": "DirectoryOrCreate"}
         doc.setdefault("metadata", {}).setdefault("labels", {})[STANDIN_LABEL] = "nfs"
@@ -95,10 +127,62 @@ def rewrite_cnpg_images(documents: list[Any], *, image: str) -> list[str]:
     return changed
 
 
-def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None) -> list[str]:
-    """Copy `repo` to `target` with the stand-ins applied (never the age key); the stand-ins made."""
-    shutil.copytree(repo, target, ignore=shutil.ignore_patterns(".git", "*.agekey"), dirs_exist_ok=True)
-    notes: list[str] = []
+# Content no file served to the cluster may hold: the git server answers every pod, unauthenticated.
+SECRET_KEY_MARKERS: tuple[tuple[str, str], ...] = (
+    ("AGE-SECRET-KEY-1", "an age secret key"),
+    ("-----BEGIN OPENSSH PRIVATE KEY", "an SSH private key"),
+    ("PRIVATE KEY-----", "a private key (PEM)"),
+)
+
+
+def published_files(repo: Path) -> tuple[list[Path], str | None]:
+    """The files of `repo` to publish, relative to it: what git tracks (a file in the working tree
+    that git does not track, a kubeconfig or a key, stays on the host), and a note when `repo` is
+    no git checkout and every file is taken."""
+    git = shutil.which("git")
+    if git is not None:
+        listed = subprocess.run([git, "-C", str(repo), "ls-files", "-z", "--cached", "--", "."],
+                                capture_output=True, timeout=timeout("command"), check=False)
+        if listed.returncode == 0:
+            names = [name for name in listed.stdout.decode().split("\0") if name]
+            return sorted(Path(n) for n in names if (repo / n).is_file() and not (repo / n).is_symlink()), None
+    files = sorted(p.relative_to(repo) for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts)
+    return files, f"{repo} is not a git checkout: every file under it is published to the drill's git server"
+
+
+def secret_key_in(path: Path) -> str | None:
+    """What secret key `path` holds in plain text, if any."""
+    try:
+        text = path.read_bytes()[:1_000_000].decode(errors="replace")
+    except OSError:
+        return None
+    return next((what for marker, what in SECRET_KEY_MARKERS if marker in text), None)
+
+
+def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None,
+                     withheld: Sequence[Path] = ()) -> list[str]:
+    """Copy what git tracks of `repo` to `target` with the stand-ins applied; the stand-ins made.
+
+    The age key files (`*.agekey` and `withheld`) are never copied: the key reaches the cluster only
+    as the Secret kustomize-controller decrypts with. Any other file holding a secret key in plain
+    text is refused, naming it, rather than served to every pod.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    files, note = published_files(repo)
+    notes: list[str] = [note] if note else []
+    kept_back = {p.resolve() for p in withheld}
+    for relative in files:
+        source = repo / relative
+        if relative.suffix == ".agekey" or source.resolve() in kept_back:
+            continue
+        held = secret_key_in(source)
+        if held is not None:
+            raise ConfigError(f"{source} holds {held} in plain text; the drill would serve it to every pod of the "
+                              "drill cluster through its git server", remedy=f"remove {relative} from the repo "
+                              "(or encrypt it with SOPS); give the drill's age key with --sops-age-key")
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
     for path in iter_yaml_files(target):
         text = path.read_text()
         nfs_volume = "nfs:" in text and "PersistentVolume" in text
@@ -106,7 +190,7 @@ def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | N
         if not (nfs_volume or cnpg_cluster) or "sops:" in text:
             continue
         documents = list(yaml.safe_load_all(text))
-        changed = rewrite_nfs_volumes(documents, root=nfs)
+        changed = rewrite_nfs_volumes(documents, root=nfs, source=str(path.relative_to(target)))
         if cnpg_image is not None:
             changed += rewrite_cnpg_images(documents, image=cnpg_image)
         if changed:
@@ -136,7 +220,9 @@ class GitOpsDeployment:
         with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
             tree = Path(scratch) / "repo"
             cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.provider == "local" else None
-            self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image)
+            withheld = [self.sops_age_key] if self.sops_age_key else []
+            self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image,
+                                              withheld=withheld)
             (tree / EMPTY_PATH).mkdir(parents=True)
             (tree / EMPTY_PATH / "kustomization.yaml").write_text(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
