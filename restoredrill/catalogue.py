@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from restoredrill.errors import ManifestError, SourceLocation
+from restoredrill.velero_semantics import VeleroServer
 from restoredrill.yamlio import Document, FieldPath, iter_yaml_files, load_documents, redacted
 
 KUSTOMIZATION_FILENAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
@@ -137,6 +138,15 @@ class FluxKustomization:
     depends_on: tuple[tuple[str, str, FieldPath], ...]  # (name, namespace, where it is written)
     suspend: bool
     substitutions: Mapping[str, str]
+    source: tuple[str, str | None] = ("flux-system", None)  # sourceRef (name, namespace as written)
+    source_kind: str = "GitRepository"
+    # Whether the source is this repo: a Kustomization of another repository's source builds
+    # nothing from these files.
+    local_source: bool = True
+    components: tuple[str, ...] = ()
+    post_build: bool = False
+    # Variables whose values the repo does not show (from a Secret, or a ConfigMap it lacks).
+    unknown_substitutions: bool = False
 
 
 @dataclass(frozen=True)
@@ -243,6 +253,22 @@ class VeleroServerDefaults:
     default_volumes_to_fs_backup: bool = False  # --default-volumes-to-fs-backup
     default_storage_location: str = "default"  # --default-backup-storage-location
     source: Manifest | None = None
+    node_agent: bool = True  # deployNodeAgent (deployRestic before chart 3.0)
+    features: tuple[str, ...] = ()  # --features, e.g. EnableCSI
+    snapshots_enabled: bool = True  # the chart's snapshotsEnabled
+    # (name, provider) of every VolumeSnapshotLocation, and --default-volume-snapshot-locations.
+    snapshot_locations: tuple[tuple[str, str], ...] = ()
+    default_snapshot_locations: tuple[str, ...] = ()
+
+    def server(self) -> VeleroServer:
+        """The settings velero_semantics decides volume coverage by."""
+        return VeleroServer(
+            default_volumes_to_fs_backup=self.default_volumes_to_fs_backup,
+            node_agent=self.node_agent,
+            csi="EnableCSI" in self.features,
+            snapshot_providers=tuple(sorted({p for _, p in self.snapshot_locations if p and p != "csi"})),
+            snapshots_enabled=self.snapshots_enabled,
+        )
 
 
 @dataclass(frozen=True)
@@ -273,6 +299,11 @@ class Catalogue:
     workloads: tuple[Workload, ...] = field(default=())
     volume_claims: tuple[VolumeClaim, ...] = field(default=())
     cnpg_clusters: tuple[CnpgCluster, ...] = field(default=())
+    # Files holding objects that no Flux Kustomization applies: not checked.
+    unapplied_files: tuple[Path, ...] = field(default=())
+    # Schedules in a folder Flux builds whose file its kustomization.yaml does not list.
+    unreferenced_schedules: tuple[Schedule, ...] = field(default=())
+    entry_points: tuple[str, ...] = field(default=())
 
     @property
     def namespaces(self) -> frozenset[str]:
@@ -327,6 +358,31 @@ def build_catalogue(root: Path, *, apps_path: str = "kubernetes/apps") -> Catalo
     return builder.build(apps_path=PurePosixPath(apps_path))
 
 
+# Folders whose Kustomizations are never taken as entry points when the repo names none: kept
+# for reference, rendered by a template tool, or run by hand.
+_DEAD_FOLDERS = frozenset({"archive", "archived", ".archive", "deprecated", "old", "unused", "disabled", "templates",
+                           "template", "hack", "docs", "examples", "example", "test", "tests", "ansible", "talos",
+                           "terraform", "scripts"})
+SOURCE_KINDS = frozenset({"GitRepository", "OCIRepository", "Bucket"})
+# `deployed_by` of the objects in an entry point's own file: applied by the bootstrap, not by Flux.
+BOOTSTRAP = "(bootstrap)"
+FLUX_INSTANCE_GROUP = "fluxcd.controlplane.io"
+
+
+@dataclass(frozen=True)
+class _Application:
+    """What one Flux Kustomization (or a FluxInstance's sync) builds: a folder of this repo."""
+
+    name: str
+    namespace: str
+    path: str | None
+    target_namespace: str | None
+    components: tuple[str, ...]
+    substitutions: Mapping[str, str] | None  # None: no postBuild, nothing is substituted
+    source: tuple[str, str | None]  # (name, namespace as written)
+    file: Path | None = None  # where the entry point is written, when it is a Kustomization of the repo
+
+
 @dataclass
 class _Builder:
     root: Path
@@ -339,39 +395,70 @@ class _Builder:
         for path, docs in self.documents.items():
             if path.name in KUSTOMIZATION_FILENAMES and docs:
                 self._read_kustomization_file(path, docs[0])
+        raw: dict[Path, list[Manifest]] = {}
+        for path, docs in self.documents.items():
+            if path.name not in KUSTOMIZATION_FILENAMES:
+                raw[path] = [m for doc in docs if (m := self._raw_manifest(path, doc)) is not None]
+        everything = [m for manifests in raw.values() for m in manifests]
+        if not any(_is_flux_kustomization(m) or _is_flux_instance(m) for m in everything):
+            return self._catalogue_without_flux(everything, apps_path)
 
-        raw = [self._raw_manifest(path, doc) for path, docs in self.documents.items() for doc in docs
-               if path.name not in KUSTOMIZATION_FILENAMES]
-        objects = [m for m in raw if m is not None]
-        flux = [self._flux_kustomization(m) for m in objects
-                if m.group == FLUX_KUSTOMIZATION_GROUP and m.kind == "Kustomization"]
+        roots, entry_points = self._entry_points(everything)
+        local_sources = {(root.source[0], root.source[1] or root.namespace) for root in roots}
+        local_sources.add(("flux-system", "flux-system"))
+        applied: list[Manifest] = []
+        flux: list[FluxKustomization] = []
+        read: set[Path] = set()
+        queue = list(roots)
+        seen = {(root.namespace, root.name) for root in roots}
+        while queue:
+            application = queue.pop(0)
+            for manifest in self._apply(application, raw, read):
+                applied.append(manifest)
+                if _is_flux_kustomization(manifest):
+                    ks = self._flux_kustomization(manifest, local_sources)
+                    flux.append(ks)
+                    key = (ks.namespace, ks.name)
+                    if ks.local_source and key not in seen:
+                        seen.add(key)
+                        queue.append(_Application(
+                            name=ks.name, namespace=ks.namespace, path=ks.path, target_namespace=ks.target_namespace,
+                            components=ks.components, substitutions=ks.substitutions if ks.post_build else None,
+                            source=ks.source))
 
-        # What each Flux Kustomization deploys, and the namespace each file lands in.
-        deployments: dict[Path, tuple[str, str | None, Mapping[str, str]]] = {}
-        for ks in flux:
-            if ks.path is None:
-                continue
-            directory = _normalise(PurePosixPath(ks.path))
-            for file, namespace in self._expand(Path(directory), namespace=None, seen=set()):
-                effective = ks.target_namespace or namespace
-                deployments.setdefault(file, (ks.name, effective, ks.substitutions))
+        # The entry points' own files are applied by the bootstrap (flux bootstrap, a helmfile, kubectl).
+        for path in dict.fromkeys(root.file for root in roots if root.file is not None and root.file not in read):
+            read.add(path)
+            for manifest in raw.get(path, []):
+                applied.append(Manifest(document=manifest.document, namespace=manifest.namespace,
+                                        deployed_by=BOOTSTRAP, encrypted=manifest.encrypted))
+                if _is_flux_kustomization(manifest):
+                    flux.append(self._flux_kustomization(manifest, local_sources))
+        kustomization_dirs = {path.parent for path in read if path.name in KUSTOMIZATION_FILENAMES}
+        applied_files = frozenset(path for path in read if path.name not in KUSTOMIZATION_FILENAMES)
+        unapplied = tuple(sorted(path for path, manifests in raw.items() if manifests and path not in applied_files))
+        stray = [m for path in unapplied for m in raw[path]
+                 if m.group == VELERO_GROUP and m.kind == "Schedule"
+                 and self._nearest_kustomization_dir(path) in kustomization_dirs]
+        self.errors = [e for e in self.errors if Path(e.location.path) in read]
+        return self._catalogue(applied, flux, apps_path, applied_files=applied_files, unapplied=unapplied,
+                               stray_schedules=stray, entry_points=entry_points)
 
-        manifests: list[Manifest] = []
-        for manifest in objects:
-            deployment = deployments.get(manifest.path)
-            if deployment is None:
-                manifests.append(manifest)
-                continue
-            ks_name, namespace_override, substitutions = deployment
-            document = _substitute(manifest.document, substitutions) if substitutions else manifest.document
-            namespace = manifest.namespace
-            if manifest.kind not in CLUSTER_SCOPED_KINDS:
-                namespace = namespace_override or namespace
-            manifests.append(Manifest(document=document, namespace=namespace, deployed_by=ks_name,
-                                      encrypted=manifest.encrypted))
+    def _catalogue_without_flux(self, manifests: list[Manifest], apps_path: PurePosixPath) -> Catalogue:
+        """A repo with no Flux Kustomization at all: every manifest is taken as applied, namespaces from the
+        nearest kustomization.yaml."""
+        placed = []
+        for m in manifests:
+            namespace = m.namespace
+            if namespace is None and m.kind not in CLUSTER_SCOPED_KINDS:
+                namespace = self._namespace_from_kustomizations(m.path.parent)
+            placed.append(Manifest(document=m.document, namespace=namespace, encrypted=m.encrypted))
+        return self._catalogue(placed, [], apps_path, applied_files=frozenset(), unapplied=(), stray_schedules=[],
+                               entry_points=("none: the repo has no Flux Kustomization; every manifest is checked",))
 
-        apps = self._apps(flux, manifests, apps_path)
-        defaults = _velero_defaults(manifests)
+    def _catalogue(self, manifests: list[Manifest], flux: list[FluxKustomization], apps_path: PurePosixPath, *,
+                   applied_files: frozenset[Path], unapplied: tuple[Path, ...], stray_schedules: list[Manifest],
+                   entry_points: tuple[str, ...]) -> Catalogue:
         return Catalogue(
             root=self.root,
             manifests=tuple(manifests),
@@ -379,16 +466,119 @@ class _Builder:
             kustomization_files=tuple(self.kustomization_files.values()),
             broken_references=tuple(self.broken),
             flux_kustomizations=tuple(flux),
-            apps=tuple(apps),
-            deployed_files=frozenset(deployments),
+            apps=tuple(self._apps(flux, manifests, apps_path)),
+            deployed_files=applied_files,
             schedules=tuple(_schedules(manifests)),
             storage_locations=tuple(_storage_locations(manifests)),
-            velero_defaults=defaults,
+            velero_defaults=_velero_defaults(manifests),
             workloads=tuple(w for m in manifests for w in _workloads(m)),
             volume_claims=tuple(_volume_claims(manifests)),
-            cnpg_clusters=tuple(CnpgCluster(m) for m in manifests
-                                if m.group == CNPG_GROUP and m.kind == "Cluster"),
+            cnpg_clusters=tuple(CnpgCluster(m) for m in manifests if m.group == CNPG_GROUP and m.kind == "Cluster"),
+            unapplied_files=unapplied,
+            unreferenced_schedules=tuple(_schedules(stray_schedules)),
+            entry_points=entry_points,
         )
+
+    # -- what Flux applies --------------------------------------------------------------------
+
+    def _entry_points(self, manifests: list[Manifest]) -> tuple[list[_Application], tuple[str, ...]]:
+        """The Kustomizations the cluster itself applies from this repo: a FluxInstance's sync path, the
+        bootstrap's `flux-system` (gotk-sync), Kustomizations that apply their own file; failing those,
+        the Kustomizations of the repo's flux/ or clusters/ folders, and failing those, every Kustomization
+        no kustomization.yaml lists (outside archive/, templates/, hack/ and the like)."""
+        roots: list[_Application] = []
+        described: list[str] = []
+        for m, sync in self._flux_instance_syncs(manifests):
+            namespace = m.namespace or "flux-system"
+            name = m.name if _is_flux_instance(m) else "flux-system"
+            roots.append(_Application(name=name, namespace=namespace, path=str(sync["path"]), target_namespace=None,
+                                      components=(), substitutions=None, source=(name, namespace)))
+            described.append(f"FluxInstance sync path {sync['path']} ({m.location()})")
+        for document in self._flux_instance_values():
+            sync = dig(document.data, ("instance", "sync"))
+            roots.append(_Application(name="flux-system", namespace="flux-system", path=str(sync["path"]),
+                                      target_namespace=None, components=(), substitutions=None,
+                                      source=("flux-system", "flux-system")))
+            described.append(f"flux-instance values sync path {sync['path']} ({document.location()})")
+        candidates = [m for m in manifests if _is_flux_kustomization(m)]
+        listed = {target for kfile in self.kustomization_files.values() for target in self._entry_targets(kfile)}
+        chosen: list[Manifest] = [m for m in candidates if m.name == "flux-system"]
+        if not roots and not chosen:
+            chosen = [m for m in candidates if not _in_dead_folder(m.path) and self._applies_itself(m)]
+        if not roots and not chosen:
+            chosen = [m for m in candidates if not _in_dead_folder(m.path) and m.path not in listed
+                      and {"flux", "clusters", "cluster"} & set(m.path.parts[:-1])]
+        if not roots and not chosen:
+            chosen = [m for m in candidates if not _in_dead_folder(m.path) and m.path not in listed]
+        for m in chosen:
+            ks = self._flux_kustomization(m, set())
+            roots.append(_Application(name=ks.name, namespace=ks.namespace, path=ks.path,
+                                      target_namespace=ks.target_namespace, components=ks.components,
+                                      substitutions=ks.substitutions if ks.post_build else None, source=ks.source,
+                                      file=m.path))
+            described.append(f"Kustomization {ks.namespace}/{ks.name} ({m.location()})")
+        return roots, tuple(described)
+
+    def _flux_instance_syncs(self, manifests: list[Manifest]) -> Iterable[tuple[Manifest, dict[str, Any]]]:
+        for m in manifests:
+            if _is_flux_instance(m):
+                sync = m.get("spec", "sync")
+            elif m.group == HELM_GROUP and m.kind == "HelmRelease" and _chart_name(m) == "flux-instance":
+                sync = m.get("spec", "values", "instance", "sync")
+            else:
+                continue
+            if isinstance(sync, dict) and sync.get("path") is not None:
+                yield m, sync
+
+    def _flux_instance_values(self) -> Iterable[Document]:
+        """Helm values files of the flux-instance chart (a bootstrap's helmfile installs it from them)."""
+        for docs in self.documents.values():
+            for document in docs:
+                data = document.data
+                if (isinstance(data, dict) and "kind" not in data
+                        and dig(data, ("instance", "sync", "path")) is not None):
+                    yield document
+
+    def _entry_targets(self, kfile: KustomizationFile) -> Iterable[Path]:
+        for entry, _ in kfile.entries:
+            yield Path(_normalise(PurePosixPath(kfile.directory) / entry))
+
+    def _applies_itself(self, manifest: Manifest) -> bool:
+        ks = self._flux_kustomization(manifest, set())
+        if ks.path in (None, "."):
+            return False  # a build of a source's root includes every file: another repository's, as often as not
+        return any(file == manifest.path for file, _ in self._expand(Path(ks.path), namespace=None, seen=set(),
+                                                                     broken=[]))
+
+    def _apply(self, application: _Application, raw: Mapping[Path, list[Manifest]],
+               read: set[Path]) -> Iterable[Manifest]:
+        """The objects a Flux Kustomization's build yields, each in the namespace it lands in."""
+        if application.path is None:
+            return
+        folder = Path(application.path)
+        seen: set[Path] = set()
+        files = self._expand(folder, namespace=None, seen=seen, broken=self.broken, read=read)
+        for component in application.components:
+            target = Path(_normalise(PurePosixPath(folder) / component))
+            files += self._expand(target, namespace=None, seen=seen, broken=self.broken, read=read)
+        for file, kustomize_namespace in files:
+            read.add(file)
+            namespace = application.target_namespace or kustomize_namespace
+            for manifest in raw.get(file, []):
+                document = manifest.document
+                if application.substitutions is not None:
+                    document = _substitute(document, application.substitutions)
+                if manifest.kind == "Namespace" and manifest.group == "" and namespace:
+                    # kustomize's namespace transformer renames a Namespace object it builds.
+                    document = _renamed(document, namespace)
+                placed = manifest.namespace
+                if manifest.kind not in CLUSTER_SCOPED_KINDS:
+                    placed = namespace or placed
+                yield Manifest(document=document, namespace=placed, deployed_by=application.name,
+                               encrypted=manifest.encrypted)
+
+    def _nearest_kustomization_dir(self, path: Path) -> Path | None:
+        return next((folder for folder in path.parents if folder in self.kustomization_files), None)
 
     # -- reading single files -------------------------------------------------------------------
 
@@ -434,8 +624,6 @@ class _Builder:
                 remedy="give the object a `metadata.name`"))
             return None
         namespace = metadata.get("namespace")
-        if namespace is None and data.get("kind") not in CLUSTER_SCOPED_KINDS:
-            namespace = self._namespace_from_kustomizations(path.parent)
         return Manifest(document=doc, namespace=str(namespace) if namespace else None, encrypted=encrypted)
 
     def _namespace_from_kustomizations(self, directory: Path) -> str | None:
@@ -445,7 +633,8 @@ class _Builder:
                 return kfile.namespace
         return None
 
-    def _flux_kustomization(self, manifest: Manifest) -> FluxKustomization:
+    def _flux_kustomization(self, manifest: Manifest,
+                            local_sources: set[tuple[str, str]]) -> FluxKustomization:
         spec = manifest.get("spec") or {}
         spec = spec if isinstance(spec, dict) else {}
         namespace = manifest.namespace or "flux-system"
@@ -453,25 +642,45 @@ class _Builder:
         for i, dep in enumerate(spec.get("dependsOn") or []):
             if isinstance(dep, dict) and dep.get("name"):
                 depends.append((str(dep["name"]), str(dep.get("namespace") or namespace), ("spec", "dependsOn", i)))
+        post_build = spec.get("postBuild")
         substitutions = dig(spec, ("postBuild", "substitute")) or {}
         substitutions = {str(k): str(v) for k, v in substitutions.items()} if isinstance(substitutions, dict) else {}
+        unknown = False
         for ref in dig(spec, ("postBuild", "substituteFrom")) or []:
-            if isinstance(ref, dict) and ref.get("kind") == "ConfigMap":
-                for k, v in self._configmap_data(str(ref.get("name")), namespace).items():
-                    substitutions.setdefault(k, v)
+            if not isinstance(ref, dict):
+                continue
+            data = self._configmap_data(str(ref.get("name")), namespace) if ref.get("kind") == "ConfigMap" else None
+            if data is None:
+                unknown = True
+                continue
+            for k, v in data.items():
+                substitutions.setdefault(k, v)
         path = spec.get("path")
+        source_ref: dict[str, Any] = spec["sourceRef"] if isinstance(spec.get("sourceRef"), dict) else {}
+        source_name = str(source_ref.get("name") or "flux-system")
+        source_namespace = str(source_ref["namespace"]) if source_ref.get("namespace") else None
+        local = (not local_sources or source_name == "flux-system"
+                 or any(name == source_name and (source_namespace or namespace) == ns for name, ns in local_sources)
+                 or (source_namespace is None and any(name == source_name for name, _ in local_sources)))
+        components: list[Any] = spec["components"] if isinstance(spec.get("components"), list) else []
         return FluxKustomization(
             manifest=manifest,
             name=manifest.name,
             namespace=namespace,
-            path=str(path) if path is not None else None,
+            path=_normalise(PurePosixPath(str(path))) if path is not None else None,
             target_namespace=str(spec["targetNamespace"]) if spec.get("targetNamespace") else None,
             depends_on=tuple(depends),
             suspend=bool(spec.get("suspend", False)),
             substitutions=substitutions,
+            source=(source_name, source_namespace),
+            source_kind=str(source_ref.get("kind") or "GitRepository"),
+            local_source=local,
+            components=tuple(str(c) for c in components),
+            post_build=isinstance(post_build, dict),
+            unknown_substitutions=unknown,
         )
 
-    def _configmap_data(self, name: str, namespace: str) -> dict[str, str]:
+    def _configmap_data(self, name: str, namespace: str) -> dict[str, str] | None:
         for docs in self.documents.values():
             for doc in docs:
                 data = doc.data
@@ -480,18 +689,23 @@ class _Builder:
                         and dig(data, ("metadata", "namespace")) in (None, namespace)
                         and isinstance(data.get("data"), dict)):
                     return {str(k): str(v) for k, v in data["data"].items()}
-        return {}
+        return None
 
     # -- expanding kustomize trees --------------------------------------------------------------
 
-    def _expand(self, directory: Path, *, namespace: str | None, seen: set[Path]) -> list[tuple[Path, str | None]]:
-        """Files (relative) a kustomize build of `directory` reads, with the namespace it sets."""
+    def _expand(self, directory: Path, *, namespace: str | None, seen: set[Path], broken: list[BrokenReference],
+                read: set[Path] | None = None) -> list[tuple[Path, str | None]]:
+        """Files (relative) a kustomize build of `directory` reads, with the namespace it sets (an outer
+        kustomization's `namespace:` wins over an inner one's)."""
         if directory in seen:
             return []
         seen.add(directory)
         kfile = self.kustomization_files.get(directory)
+        if read is not None:
+            read.update(directory / name for name in KUSTOMIZATION_FILENAMES
+                        if (directory / name) in self.documents or (self.root / directory / name).is_file())
         if kfile is None:
-            return self._expand_generated(directory, namespace=namespace, seen=seen)
+            return self._expand_generated(directory, namespace=namespace, seen=seen, broken=broken, read=read)
         namespace = namespace or kfile.namespace
         files: list[tuple[Path, str | None]] = []
         for entry, field_path in kfile.entries:
@@ -502,14 +716,17 @@ class _Builder:
             if absolute.is_file():
                 files.append((target, namespace))
             elif absolute.is_dir():
-                files.extend(self._expand(target, namespace=namespace, seen=seen))
+                files.extend(self._expand(target, namespace=namespace, seen=seen, broken=broken, read=read))
             else:
-                self.broken.append(BrokenReference(kustomization=kfile, entry=entry, field_path=field_path))
+                broken.append(BrokenReference(kustomization=kfile, entry=entry, field_path=field_path))
         return files
 
     def _expand_generated(
-        self, directory: Path, *, namespace: str | None, seen: set[Path]
+        self, directory: Path, *, namespace: str | None, seen: set[Path], broken: list[BrokenReference],
+        read: set[Path] | None,
     ) -> list[tuple[Path, str | None]]:
+        """Flux's generated kustomization: every manifest under the folder, a sub-folder with its own
+        kustomization.yaml taken as one resource."""
         absolute = self.root / directory
         if not absolute.is_dir():
             return []
@@ -517,8 +734,8 @@ class _Builder:
         for child in sorted(absolute.iterdir()):
             relative = directory / child.name
             if child.is_dir() and not child.name.startswith("."):
-                files.extend(self._expand(relative, namespace=namespace, seen=seen))
-            elif child.suffix in (".yaml", ".yml") and relative in self.documents:
+                files.extend(self._expand(relative, namespace=namespace, seen=seen, broken=broken, read=read))
+            elif child.suffix in (".yaml", ".yml") and child.is_file():
                 files.append((relative, namespace))
         return files
 
@@ -551,7 +768,7 @@ def _normalise(path: PurePosixPath) -> str:
     """`./a/b/../c` -> `a/c`, staying relative to the repo root."""
     parts: list[str] = []
     for part in path.parts:
-        if part in (".", ""):
+        if part in (".", "", "/"):
             continue
         if part == "..":
             if parts:
@@ -559,6 +776,29 @@ def _normalise(path: PurePosixPath) -> str:
             continue
         parts.append(part)
     return "/".join(parts) or "."
+
+
+def _is_flux_kustomization(m: Manifest) -> bool:
+    return m.group == FLUX_KUSTOMIZATION_GROUP and m.kind == "Kustomization"
+
+
+def _is_flux_instance(m: Manifest) -> bool:
+    return m.group == FLUX_INSTANCE_GROUP and m.kind == "FluxInstance"
+
+
+def _in_dead_folder(path: Path) -> bool:
+    return any(part.lower() in _DEAD_FOLDERS for part in path.parts[:-1])
+
+
+def _chart_name(m: Manifest) -> str:
+    chart = m.get("spec", "chart", "spec", "chart") or m.get("spec", "chartRef", "name") or ""
+    return str(chart).rsplit("/", 1)[-1]
+
+
+def _renamed(document: Document, name: str) -> Document:
+    data = dict(document.data)
+    data["metadata"] = {**(data.get("metadata") or {}), "name": name}
+    return Document(path=document.path, index=document.index, line=document.line, data=data, lines=document.lines)
 
 
 def _substitute(document: Document, variables: Mapping[str, str]) -> Document:
@@ -717,8 +957,7 @@ def _as_str(value: Any) -> str | None:
 def _is_velero_release(m: Manifest) -> bool:
     if m.group != HELM_GROUP or m.kind != "HelmRelease":
         return False
-    chart = m.get("spec", "chart", "spec", "chart") or m.get("spec", "chartRef", "name") or ""
-    return str(chart).rsplit("/", 1)[-1] == "velero"
+    return _chart_name(m) == "velero"
 
 
 def _helm_fullname(m: Manifest) -> str:
@@ -760,18 +999,36 @@ def _storage_locations(manifests: Iterable[Manifest]) -> Iterable[StorageLocatio
 
 
 def _velero_defaults(manifests: Iterable[Manifest]) -> VeleroServerDefaults:
+    manifests = list(manifests)
+    locations = [(m.name, str(m.get("spec", "provider") or "")) for m in manifests
+                 if m.group == VELERO_GROUP and m.kind == "VolumeSnapshotLocation"]
     for m in manifests:
         if _is_velero_release(m):
-            configuration = m.get("spec", "values", "configuration") or {}
+            values = m.get("spec", "values") or {}
+            configuration = values.get("configuration") if isinstance(values, dict) else None
             if not isinstance(configuration, dict):
-                continue
+                configuration = {}
+            vsl = configuration.get("volumeSnapshotLocation")
+            for item in vsl if isinstance(vsl, list) else [vsl]:
+                if isinstance(item, dict) and item.get("provider"):
+                    locations.append((str(item.get("name") or "default"), str(item["provider"])))
+            features = configuration.get("features") or ""
+            features = features if isinstance(features, list) else str(features).split(",")
+            defaults_vsl = configuration.get("defaultVolumeSnapshotLocations") or ""
+            defaults_vsl = defaults_vsl if isinstance(defaults_vsl, list) else str(defaults_vsl).split(",")
+            node_agent = values.get("deployNodeAgent", values.get("deployRestic", False))
             return VeleroServerDefaults(
                 default_ttl=str(configuration.get("defaultBackupTTL") or "720h0m0s"),
-                default_volumes_to_fs_backup=bool(configuration.get("defaultVolumesToFsBackup", False)),
+                default_volumes_to_fs_backup=configuration.get("defaultVolumesToFsBackup") is True,
                 default_storage_location=str(configuration.get("defaultBackupStorageLocation") or "default"),
                 source=m,
+                node_agent=node_agent is True,
+                features=tuple(str(f).strip() for f in features if str(f).strip()),
+                snapshots_enabled=values.get("snapshotsEnabled", True) is not False,
+                snapshot_locations=tuple(locations),
+                default_snapshot_locations=tuple(str(d).strip() for d in defaults_vsl if str(d).strip()),
             )
-    return VeleroServerDefaults()
+    return VeleroServerDefaults(snapshot_locations=tuple(locations))
 
 
 def parse_quantity_bytes(quantity: str) -> int | None:

@@ -247,6 +247,8 @@ def _validate_scalar(value: Any, schema: Mapping[str, Any], expected: str, path:
     if not checks.get(expected, True):
         yield SchemaProblem(path, f"must be a {expected}, not {_type_name(value)} ({value!r})")
         return
+    if isinstance(value, str) and _UNRESOLVED.search(value):
+        return  # `auth.${SECRET_DOMAIN}`: its final text, and so its pattern, enum and length, is known at apply time
     enum = schema.get("enum")
     if enum is not None and value not in enum:
         yield SchemaProblem(path, f"must be one of {', '.join(map(str, enum))}, not {value!r}")

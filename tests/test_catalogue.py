@@ -65,7 +65,8 @@ def test_components_and_namespace_kustomizations_are_followed(example_catalogue)
 
 
 def test_a_folder_without_kustomization_includes_every_manifest(tmp_path):
-    write(tmp_path, "kubernetes/flux/ks.yaml", FLUX_KS.format(name="web", path="./kubernetes/apps/web/web/app"))
+    write(tmp_path, "kubernetes/flux/ks.yaml", FLUX_KS.format(name="apps", path="./kubernetes/apps").replace(
+        "  targetNamespace: web\n", ""))
     write(tmp_path, "kubernetes/apps/web/web/ks.yaml", FLUX_KS.format(name="web", path="./kubernetes/apps/web/web/app"))
     write(tmp_path, "kubernetes/apps/web/web/app/pvc.yaml", PVC)
     write(tmp_path, "kubernetes/apps/web/web/app/nested/more.yaml",

@@ -84,7 +84,7 @@ def test_a_malformed_file_fails_one_test_and_the_rest_still_run(suite):
 
 def test_reports_are_written_with_labels_and_evidence(suite):
     schedule = suite.path / "repo/kubernetes/apps/velero/velero/app/schedules/pelican-schedule.yaml"
-    schedule.write_text(schedule.read_text().replace("includeClusterResources: true", "includeClusterResources: no"))
+    schedule.write_text(schedule.read_text().replace("includeClusterResources: true", "includeClusterResources: false"))
     run(suite)
     reports = suite.path / "reports"
     assert (reports / "junit.xml").exists()

@@ -113,8 +113,8 @@ def test_schedule_ttl_zero_means_the_server_default(example_repo):
 def test_schedule_without_fs_backup(example_repo):
     example_repo.replace(PELICAN_SCHEDULE, "defaultVolumesToFsBackup: true", "defaultVolumesToFsBackup: false")
     finding = only(example_repo.findings("schedule-fs-backup"))
-    assert "none of their data" in finding.problem
-    assert finding.fix == "set spec.template.defaultVolumesToFsBackup: true"
+    assert "pelican/pelican-data, pelican/pelican-logs but none of their data" in finding.problem
+    assert finding.fix.startswith("set spec.template.defaultVolumesToFsBackup: true")
 
 
 def test_fs_backup_left_to_the_server_default(example_repo):
@@ -123,7 +123,7 @@ def test_fs_backup_left_to_the_server_default(example_repo):
     example_repo.replace(f"{VELERO_APP}/helmrelease.yaml", "      defaultVolumesToFsBackup: true",
                          "      defaultVolumesToFsBackup: false")
     finding = only(example_repo.findings("schedule-fs-backup"))
-    assert "not set and the Velero server does not default it" in finding.problem
+    assert "neither fs-backup (defaultVolumesToFsBackup is off" in finding.problem
 
 
 def test_schedule_without_cluster_resources(example_repo):
@@ -252,8 +252,9 @@ def test_crd_schema_checks_cnpg_flux_and_gateway_objects_too(example_repo):
 def test_crd_schema_rejects_an_unserved_api_version(example_repo):
     example_repo.replace(PELICAN_SCHEDULE, "apiVersion: velero.io/v1", "apiVersion: velero.io/v2")
     finding = only(example_repo.findings("crd-schema"))
-    assert "velero.io/v2 is not served for Schedule" in finding.problem
-    assert finding.fix == "use apiVersion velero.io/v1"
+    assert "Schedule velero.io/v2 is not served by github.com/vmware-tanzu/velero" in finding.problem
+    assert "Schedule velero/pelican-daily" in finding.problem  # the objects are named in the one finding
+    assert finding.fix.startswith("move them to apiVersion velero.io/v1")
 
 
 APP_TEMPLATE_RELEASE = """apiVersion: helm.toolkit.fluxcd.io/v2

@@ -48,13 +48,19 @@ def test_schedule_keeps_minimum_retention(policy):
 
 @pytest.mark.rule("schedule-fs-backup")
 def test_schedule_backs_up_volume_data(policy):
-    """defaultVolumesToFsBackup is on, so PVC data goes through the node-agent."""
+    """Every volume the Schedule includes has its data taken (fs-backup, opt-in annotation or snapshot)."""
     policy.assert_holds()
 
 
 @pytest.mark.rule("schedule-cluster-resources")
 def test_schedule_includes_cluster_resources(policy):
-    """includeClusterResources is true, so PVs come with their claims."""
+    """includeClusterResources is not false, so PVs come with their claims."""
+    policy.assert_holds()
+
+
+@pytest.mark.rule("schedule-paused")
+def test_schedule_is_not_paused(policy):
+    """A paused Schedule takes no backups."""
     policy.assert_holds()
 
 
