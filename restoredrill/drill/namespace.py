@@ -34,6 +34,7 @@ from restoredrill.platform import CloudNativePG, Flux, Velero
 from restoredrill.platform.base import PlatformContext, pod_is_ready
 from restoredrill.platform.flux import GIT_SERVER, SOURCE_GROUP, SOURCE_VERSION
 from restoredrill.platform.velero import GROUP, VERSION
+from restoredrill.velero_semantics import hook_selects_pod
 from restoredrill.verify import (
     Entry,
     PodVolumeRecord,
@@ -71,6 +72,14 @@ class DrillFailed(RestoreDrillError, AssertionError):
         super().__init__(f"{app}: {step} failed:\n{listing}", remedy=remedy)
 
 
+class RunbookStepWarning(UserWarning):
+    """A drill passed only because it did a runbook step for the operator (a manual step a real
+    restore needs too): the outcome is "passed with runbook steps", never a plain pass."""
+
+
+PASSED_WITH_RUNBOOK_STEPS = "passed-with-runbook-steps"
+
+
 @dataclass
 class DrillRecord:
     """What the drill did and found: summary.json's facts and the report's evidence."""
@@ -85,7 +94,10 @@ class DrillRecord:
     rto_s: float | None = None
     pod_volume_backups: int = 0
     pod_volume_restores: int = 0
+    # Volumes Velero restored and the drill compared; volumes that survive without a restore (an NFS
+    # library) are verified intact but counted apart: they prove nothing about the backup.
     volumes_verified: int = 0
+    volumes_survived: int = 0
     files_verified: int = 0
     rows_verified: int = 0
     hooks: dict[str, Any] = field(default_factory=dict)
@@ -100,12 +112,21 @@ class DrillRecord:
             "app": self.app, "scenario": self.scenario, "namespace": self.namespace, "backup": self.backup,
             "backup_age_s": self.backup_age_s, "restore": self.restore, "rto_s": self.rto_s,
             "pod_volume_backups": self.pod_volume_backups, "pod_volume_restores": self.pod_volume_restores,
-            "volumes_verified": self.volumes_verified, "files_verified": self.files_verified,
+            "volumes_verified": self.volumes_verified, "volumes_survived": self.volumes_survived,
+            "files_verified": self.files_verified,
             "rows_verified": self.rows_verified, "hooks": self.hooks or None,
             "steps": {name: seconds for name, seconds in self.steps},
             "manual_steps": self.manual_steps or None, "restore_warnings": self.warnings or None,
-            "notes": self.notes or None,
+            "notes": self.notes or None, "stand_ins": self.standins or None,
         }
+
+    def runbook_steps_warning(self) -> RunbookStepWarning | None:
+        """The warning a passing drill that needed runbook steps done for it must raise."""
+        if not self.manual_steps:
+            return None
+        steps = "\n".join(f"  - {step}" for step in self.manual_steps)
+        return RunbookStepWarning(f"{self.app}: {PASSED_WITH_RUNBOOK_STEPS}: the restore needed these steps, which the "
+                                  f"drill did and a real restore needs too:\n{steps}")
 
 
 @dataclass
@@ -117,17 +138,6 @@ class Snapshot:
     tables: dict[str, data.TableCheck] = field(default_factory=dict)  # "mysql:workload" / "cnpg:cluster"
     objects: list[tuple[str, str, str, str]] = field(default_factory=list)  # (version, group, kind, name)
     pod_volumes: list[tuple[str, str]] = field(default_factory=list)  # (namespace/pod, volume)
-
-
-def _selects(resource: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:
-    """Whether a Velero hook resource spec selects `pod` (matchLabels and includedNamespaces)."""
-    metadata = pod.get("metadata") or {}
-    namespaces = resource.get("includedNamespaces") or []
-    if namespaces and "*" not in namespaces and metadata.get("namespace") not in namespaces:
-        return False
-    wanted = ((resource.get("labelSelector") or {}).get("matchLabels")) or {}
-    labels = metadata.get("labels") or {}
-    return all(labels.get(key) == value for key, value in wanted.items())
 
 
 def _iso(moment: str) -> datetime:
@@ -395,11 +405,12 @@ class NamespaceDrill:
         hooks = status.get("hookStatus") or {}
         attempted, failed = int(hooks.get("hooksAttempted", 0)), int(hooks.get("hooksFailed", 0))
         declared = sum(len(r.get("pre") or []) + len(r.get("post") or []) for r in resources)
-        expected = sum((len(r.get("pre") or []) + len(r.get("post") or [])) * sum(1 for pod in pods if _selects(r, pod))
-                       for r in resources)
+        expected = sum((len(r.get("pre") or []) + len(r.get("post") or []))
+                       * sum(1 for pod in pods if hook_selects_pod(r, pod)) for r in resources)
         problems = [f"backup hook {r.get('name')!r} of the Schedule selects no running pod: it never ran, so what it "
                     "should freeze was copied unfrozen (does its labelSelector match the database pod?)"
-                    for r in resources if (r.get("pre") or r.get("post")) and not any(_selects(r, p) for p in pods)]
+                    for r in resources
+                    if (r.get("pre") or r.get("post")) and not any(hook_selects_pod(r, p) for p in pods)]
         if attempted != max(expected, 1 if declared else 0):
             problems.append(f"the Schedule declares {declared} backup hooks, which should have run {expected} times "
                             f"on the pods they select, and the Backup attempted {attempted}: the database was not "
@@ -604,7 +615,7 @@ class NamespaceDrill:
                 problems.extend(f"{p} (this volume is not restored by Velero: it must survive on its own)"
                                 for p in compare_volume(volume=f"PVC {self.ns}/{claim}", expected=expected,
                                                         actual=actual))
-                self.record.volumes_verified += 1
+                self.record.volumes_survived += 1
 
         self.with_inspector(claims, read)
         return problems
@@ -619,7 +630,9 @@ class NamespaceDrill:
             problems += data.compare_table(where=key, before=before, after=after[key])
             self.record.rows_verified += before.rows
         if not problems and not self.record.rows_verified and not self.record.volumes_verified:
-            problems.append("nothing was verified: no volume and no database row")
+            problems.append("nothing was verified: no volume Velero restored and no database row"
+                            + (f" ({self.record.volumes_survived} volumes survived without a restore, which proves "
+                               "nothing about the backup)" if self.record.volumes_survived else ""))
         return problems
 
     # ---- hand back to Flux -----------------------------------------------------------------

@@ -9,17 +9,13 @@ names the fix, raised before anything is touched.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.catalogue import App, Catalogue, Schedule, Workload, dig
 from restoredrill.errors import ConfigError
-
-MYSQL_IMAGE = re.compile(r"(^|/)(mariadb|mysql|percona-server)(:|@|$)")
-# Velero's opt-out annotation on a pod: these volumes are never copied by fs-backup.
-EXCLUDES_ANNOTATION = "backup.velero.io/backup-volumes-excludes"
+from restoredrill.velero_semantics import EXCLUDES_ANNOTATION, runs_database_server
 
 
 @dataclass(frozen=True)
@@ -75,7 +71,7 @@ def _env(container: Mapping[str, Any], name: str) -> str | None:
 def _mysql(workload: Workload) -> list[MysqlDatabase]:
     found = []
     for container in workload.containers:
-        if not MYSQL_IMAGE.search(container.image):
+        if runs_database_server(kind=workload.manifest.kind, image=container.image) != "mysql":
             continue
         spec = dig(workload.manifest.obj, container.field_path) or {}
         database = _env(spec, "MARIADB_DATABASE") or _env(spec, "MYSQL_DATABASE") or "restoredrill"
