@@ -1,0 +1,325 @@
+"""Patterns seen on real homelab GitOps repos that the static suite once reported falsely (or must keep
+reporting), each as a small change to a copy of the bundled example: report only what Flux,
+kustomize and Velero 1.16 would really do."""
+
+from pathlib import Path
+
+import pytest
+
+from restoredrill.config import build_config
+from restoredrill.errors import ConfigError
+from restoredrill.velero_semantics import (
+    VeleroServer,
+    default_storage_location,
+    hook_selects,
+    runs_database_server,
+    volume_coverage,
+)
+from restoredrill.yamlio import load_documents
+from tests.conftest import rendered
+
+VELERO_APP = "kubernetes/apps/velero/velero/app"
+PELICAN_SCHEDULE = f"{VELERO_APP}/schedules/pelican-schedule.yaml"
+PELICAN_KS = "kubernetes/apps/pelican/pelican/ks.yaml"
+PELICAN_APP = "kubernetes/apps/pelican/pelican/app"
+VELERO_RELEASE = f"{VELERO_APP}/helmrelease.yaml"
+
+
+def errors(findings):
+    return [f for f in findings if f.severity == "error" and f.suppressed is None]
+
+
+# -- 1. what Flux applies -------------------------------------------------------------------------
+
+
+def test_files_nothing_applies_are_not_checked(example_repo):
+    # archive/, Ansible and Talos files, and a commented-out ks.yaml: nothing applies them.
+    example_repo.write("archive/apps/old/ks.yaml", FLUX_KS.format(name="old", path="./kubernetes/apps/old/app"))
+    example_repo.write("ansible/host_vars/node.sops.yml", "kind: Whatever\nsops: {}\n")
+    example_repo.write("talos/patch.yaml", "apiVersion: v1alpha1\nkind: UserVolumeConfig\n")
+    example_repo.write("kubernetes/apps/pelican/retired/ks.yaml",
+                       FLUX_KS.format(name="retired", path="./kubernetes/apps/pelican/gone"))
+    example_repo.write("kubernetes/apps/pelican/retired/app/broken.yaml", "a: [\n")
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "  - ./pelican/ks.yaml\n",
+                         "  - ./pelican/ks.yaml\n  # - ./retired/ks.yaml\n")
+    for rule_id in ("manifests-parse", "flux-kustomization", "kustomization-references"):
+        assert errors(example_repo.findings(rule_id)) == [], rule_id
+    catalogue = example_repo.catalogue()
+    assert Path("archive/apps/old/ks.yaml") in catalogue.unapplied_files
+
+
+def test_a_kustomization_of_another_repository_contributes_nothing(example_repo):
+    # An upstream operator's source: its path is a folder of that repository, and this repo's files
+    # under the same path are not what it applies.
+    example_repo.write("kubernetes/apps/pelican/operator/ks.yaml", """apiVersion: source.toolkit.fluxcd.io/v1
+kind: GitRepository
+metadata: {name: upstream-operator, namespace: flux-system}
+spec: {interval: 1h, url: https://example.org/operator.git, ref: {tag: v1.0.0}}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: upstream-operator, namespace: flux-system}
+spec:
+  interval: 1h
+  path: ./deploy/controller
+  prune: true
+  sourceRef: {kind: GitRepository, name: upstream-operator}
+---
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: upstream-root, namespace: flux-system}
+spec:
+  interval: 1h
+  path: ./
+  prune: true
+  sourceRef: {kind: GitRepository, name: upstream-operator}
+""")
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "  - ./pelican/ks.yaml\n",
+                         "  - ./pelican/ks.yaml\n  - ./operator/ks.yaml\n")
+    example_repo.write("hack/stray-pvc.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\n"
+                       "metadata: {name: stray, namespace: nowhere}\nspec: {resources: {requests: {storage: 1Gi}}}\n")
+    assert errors(example_repo.findings("flux-kustomization")) == []
+    assert errors(example_repo.findings("namespace-covered")) == []  # hack/ is not applied by the root build
+    catalogue = example_repo.catalogue()
+    operator = next(k for k in catalogue.flux_kustomizations if k.name == "upstream-operator")
+    assert not operator.local_source
+
+
+def test_kustomize_namespace_moves_flux_kustomizations_and_dependsOn_follows(example_repo):
+    # kustomize's `namespace:` overrides the Flux Kustomization's own metadata.namespace.
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "kind: Kustomization\n",
+                         "kind: Kustomization\nnamespace: pelican\n")
+    example_repo.replace(PELICAN_KS, "  postBuild:", "  dependsOn:\n    - name: pelican-db\n  postBuild:")
+    example_repo.write("kubernetes/apps/pelican/pelican/db.yaml",
+                       FLUX_KS.format(name="pelican-db", path="./kubernetes/apps/pelican/pelican/app"))
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "  - ./pelican/ks.yaml\n",
+                         "  - ./pelican/ks.yaml\n  - ./pelican/db.yaml\n")
+    assert errors(example_repo.findings("flux-kustomization")) == []
+    pelican = next(k for k in example_repo.catalogue().flux_kustomizations if k.name == "pelican")
+    assert pelican.namespace == "pelican"
+
+
+def test_a_leading_slash_path_is_the_same_folder(example_repo):
+    example_repo.replace(PELICAN_KS, "path: ./kubernetes/apps/pelican/pelican/app",
+                         "path: /kubernetes/apps/pelican/pelican/app")
+    assert errors(example_repo.findings("flux-kustomization")) == []
+    assert any(m.name == "pelican-data" for m in example_repo.catalogue().deployed())
+
+
+def test_a_patch_file_is_not_an_object(example_repo):
+    example_repo.write(f"{PELICAN_APP}/patches/release.yaml", "apiVersion: helm.toolkit.fluxcd.io/v2\n"
+                       "kind: HelmRelease\nmetadata: {name: pelican}\nspec: {values: {replicas: 2}}\n")
+    example_repo.replace(f"{PELICAN_APP}/kustomization.yaml", "  - ./httproute.yaml\n",
+                         "  - ./httproute.yaml\npatches:\n  - path: ./patches/release.yaml\n")
+    assert errors(example_repo.findings("crd-schema")) == []
+
+
+def test_a_flux_instance_values_file_is_an_entry_point(example_repo):
+    example_repo.delete("kubernetes/flux/cluster/ks.yaml")
+    example_repo.write("bootstrap/flux-instance-values.yaml",
+                       "instance:\n  sync:\n    kind: GitRepository\n    url: https://example.org/repo.git\n"
+                       "    ref: refs/heads/main\n    path: kubernetes/apps\n")
+    catalogue = example_repo.catalogue()
+    assert any("flux-instance values" in e for e in catalogue.entry_points)
+    assert {s.name for s in catalogue.schedules} >= {"pelican-daily"}
+
+
+# -- 2. YAML as kustomize reads it ---------------------------------------------------------------
+
+
+def test_yaml_reads_as_go_yaml_v3(tmp_path):
+    path = tmp_path / "values.yaml"
+    path.write_text("a: &x 1\nb: *x\nc: &x 2\nd: *x\nhuge_pages: off\nwal: yes\nday: 2024-01-01\n"
+                    "env: !env_var API_KEY\n=: value\nm: {<<: {p: 1}, q: 2}\n")
+    (document,) = load_documents(path, root=tmp_path)
+    assert document.data == {"a": 1, "b": 1, "c": 2, "d": 2, "huge_pages": "off", "wal": "yes",
+                             "day": "2024-01-01", "env": "API_KEY", "=": "value", "m": {"p": 1, "q": 2}}
+
+
+def test_a_cnpg_parameter_off_is_a_string_for_the_schema(example_repo):
+    example_repo.replace("kubernetes/apps/immich/immich/app/cluster.yaml", "  storage:",
+                         "  postgresql:\n    parameters:\n      huge_pages: off\n  storage:")
+    assert errors(example_repo.findings("crd-schema")) == []
+
+
+# -- 4. Velero 1.16 semantics -------------------------------------------------------------------
+
+
+def test_include_cluster_resources_unset_keeps_pvs(example_repo):
+    example_repo.replace(PELICAN_SCHEDULE, "    includeClusterResources: true\n", "")
+    assert example_repo.findings("schedule-cluster-resources") == []
+    example_repo.replace(PELICAN_SCHEDULE, "    ttl: 720h0m0s\n", "    ttl: 720h0m0s\n    includeClusterResources: false\n")
+    (finding,) = example_repo.findings("schedule-cluster-resources")
+    assert "includeClusterResources is false" in finding.problem
+
+
+def test_an_omitted_storage_location_is_the_default_bsl_whatever_its_name(example_repo):
+    example_repo.replace(VELERO_RELEASE, "        - name: default\n", "        - name: minio\n")
+    example_repo.replace(PELICAN_SCHEDULE, "    storageLocation: default\n", "")
+    findings = example_repo.findings("schedule-storage-location")
+    assert [f.subject for f in findings if "pelican" in f.subject] == []
+    assert default_storage_location([("offsite", False), ("minio", True)], "default") == "minio"
+
+
+def test_csi_snapshots_cover_volumes_when_fs_backup_is_off(example_repo):
+    example_repo.replace(PELICAN_SCHEDULE, "defaultVolumesToFsBackup: true", "defaultVolumesToFsBackup: false")
+    assert len(example_repo.findings("schedule-fs-backup")) == 1
+    example_repo.replace(VELERO_RELEASE, "      defaultVolumesToFsBackup: true",
+                         "      defaultVolumesToFsBackup: true\n      features: EnableCSI")
+    assert example_repo.findings("schedule-fs-backup") == []
+
+
+def test_fs_backup_without_the_node_agent_backs_up_nothing(example_repo):
+    text = example_repo.path(VELERO_RELEASE).read_text()
+    assert "deployNodeAgent: true" in text
+    example_repo.replace(VELERO_RELEASE, "deployNodeAgent: true", "deployNodeAgent: false")
+    findings = example_repo.findings("schedule-fs-backup")
+    assert findings and all("node-agent is not deployed" in f.problem for f in findings), rendered(findings)
+
+
+def test_volume_coverage_by_opt_in_annotation_and_restic_default():
+    server = VeleroServer()
+    assert volume_coverage({}, server, volume="data").loses_data
+    opted = volume_coverage({}, server, volume="data", pod_annotations={"backup.velero.io/backup-volumes": "data"})
+    assert opted.method == "fs-backup"
+    assert volume_coverage({"defaultVolumesToRestic": True}, server, volume="data").method == "fs-backup"
+    assert volume_coverage({"snapshotVolumes": False}, VeleroServer(csi=True), volume="data").loses_data
+
+
+def test_more_than_one_snapshot_location_for_a_provider_fails_every_backup(example_repo):
+    example_repo.write(f"{VELERO_APP}/vsl.yaml", "".join(
+        f"---\napiVersion: velero.io/v1\nkind: VolumeSnapshotLocation\nmetadata: {{name: {n}, namespace: velero}}\n"
+        "spec: {provider: aws}\n" for n in ("one", "two")))
+    example_repo.replace(f"{VELERO_APP}/kustomization.yaml", "resources:\n", "resources:\n  - ./vsl.yaml\n")
+    findings = example_repo.findings("schedule-storage-location")
+    assert findings and all("more than one VolumeSnapshotLocation for provider 'aws'" in f.problem for f in findings)
+
+
+def test_a_paused_schedule_takes_no_backups(example_repo):
+    example_repo.replace(PELICAN_SCHEDULE, '  schedule: "0 2 * * *"', '  schedule: "0 2 * * *"\n  paused: true')
+    (finding,) = example_repo.findings("schedule-paused")
+    assert finding.subject == "Schedule velero/pelican-daily"
+
+
+def test_hook_selection_honours_match_expressions_and_excluded_namespaces():
+    resource = {"includedNamespaces": ["*"], "excludedNamespaces": ["kube-system"],
+                "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}}
+    assert hook_selects(resource, namespace="shop", labels={"app": "db"})
+    assert not hook_selects(resource, namespace="shop", labels={"app": "web"})
+    assert not hook_selects(resource, namespace="kube-system", labels={"app": "db"})
+
+
+def test_a_foreground_sleep_is_not_a_freeze(example_repo):
+    from tests.test_rules import _simple_pricebuddy_hooks
+    example_repo.write("kubernetes/apps/velero/velero/app/schedules/pricebuddy-schedule.yaml", _simple_pricebuddy_hooks(
+        pre='mariadb -uroot -e "FLUSH TABLES WITH READ LOCK; SELECT SLEEP(5)"', post='pkill mariadb'))
+    problems = [f.problem for f in example_repo.findings("database-hooks")]
+    assert any("releases the lock as soon as that session ends" in p for p in problems), problems
+
+
+def test_a_database_image_running_a_client_is_not_a_database():
+    assert runs_database_server(kind="CronJob", image="postgres:16") is None
+    assert runs_database_server(kind="Deployment", image="postgres:16", command=["sh", "-c", "pg_dump app"]) is None
+    assert runs_database_server(kind="Deployment", image="docker.io/library/mariadb:11") == "mysql"
+
+
+# -- 5. other backup mechanisms -----------------------------------------------------------------
+
+
+def test_cnpg_object_store_backups_and_volsync_cover_a_namespace(example_repo):
+    example_repo.replace("kubernetes/apps/velero/velero/app/kustomization.yaml",
+                         "  - ./schedules/immich-schedule.yaml\n", "")
+    assert [f.subject for f in example_repo.findings("namespace-covered")] == ["namespace immich"]
+    example_repo.replace("kubernetes/apps/immich/immich/app/cluster.yaml", "  storage:",
+                         "  backup:\n    barmanObjectStore:\n      destinationPath: s3://cnpg/immich\n  storage:")
+    example_repo.write("kubernetes/apps/immich/immich/app/backup.yaml", """apiVersion: postgresql.cnpg.io/v1
+kind: ScheduledBackup
+metadata: {name: immich-postgres}
+spec: {schedule: "0 0 3 * * *", cluster: {name: immich-postgres}}
+---
+apiVersion: volsync.backube/v1alpha1
+kind: ReplicationSource
+metadata: {name: immich}
+spec: {sourcePVC: immich-data}
+---
+apiVersion: volsync.backube/v1alpha1
+kind: ReplicationSource
+metadata: {name: library}
+spec: {sourcePVC: immich-library}
+""")
+    example_repo.replace("kubernetes/apps/immich/immich/app/kustomization.yaml", "resources:\n",
+                         "resources:\n  - ./backup.yaml\n")
+    assert errors(example_repo.findings("namespace-covered")) == [], rendered(example_repo.findings("namespace-covered"))
+
+
+# -- 6. schema noise -----------------------------------------------------------------------------
+
+
+def test_an_unresolved_variable_skips_pattern_checks(example_repo):
+    text = example_repo.path(f"{PELICAN_APP}/httproute.yaml").read_text()
+    assert "hostnames:" in text
+    example_repo.replace(f"{PELICAN_APP}/httproute.yaml", "hostnames:\n", "hostnames:\n    - \"pelican.${SECRET_DOMAIN}\"\n")
+    assert errors(example_repo.findings("crd-schema")) == []
+
+
+def test_objects_of_unpinned_groups_get_one_advisory(example_repo):
+    example_repo.write(f"{PELICAN_APP}/receiver.yaml", "".join(
+        f"---\napiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: r{i}}}\n"
+        "spec: {type: github}\n" for i in range(3)))
+    example_repo.replace(f"{PELICAN_APP}/kustomization.yaml", "resources:\n", "resources:\n  - ./receiver.yaml\n")
+    findings = example_repo.findings("crd-schema")
+    assert len(findings) == 1 and findings[0].severity == "warning", rendered(findings)
+    assert "Receiver (3:" in findings[0].problem
+
+
+# -- 7. suppressions users can live with --------------------------------------------------------
+
+
+def test_ignore_entries_need_a_reason_and_are_reported_as_suppressed(example_repo):
+    example_repo.replace(PELICAN_SCHEDULE, "ttl: 720h0m0s", "ttl: 24h")
+    config = example_repo.path("restoredrill.yaml")
+    config.write_text(config.read_text() + "ignore:\n  - rule: schedule-ttl\n    object: Schedule velero/pelican-*\n"
+                      "    reason: pelican keeps a day; its data is rebuilt from upstream\n")
+    (finding,) = example_repo.findings("schedule-ttl")
+    assert finding.suppressed == "pelican keeps a day; its data is rebuilt from upstream"
+    config.write_text(config.read_text().replace("    reason: pelican keeps a day; its data is rebuilt from upstream\n",
+                                                 ""))
+    with pytest.raises(ConfigError, match="gives no reason"):
+        build_config(defaults={"gitops_repo": example_repo.root, "reports_dir": "r"}, ini={}, cli={},
+                     base_dir=example_repo.root)
+
+
+def test_exempting_one_app_does_not_silence_the_others_of_its_namespace(example_repo):
+    # A second app in pelican's namespace, with its own claim, and pelican's Schedule gone.
+    example_repo.write("kubernetes/apps/pelican/wiki/ks.yaml",
+                       FLUX_KS.format(name="wiki", path="./kubernetes/apps/pelican/wiki/app").replace(
+                           "targetNamespace: web", "targetNamespace: pelican"))
+    example_repo.write("kubernetes/apps/pelican/wiki/app/pvc.yaml", PVC.replace("name: data", "name: wiki-data"))
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "  - ./pelican/ks.yaml\n",
+                         "  - ./pelican/ks.yaml\n  - ./wiki/ks.yaml\n")
+    example_repo.replace(f"{VELERO_APP}/kustomization.yaml", "  - ./schedules/pelican-schedule.yaml\n", "")
+    example_repo.delete(PELICAN_SCHEDULE)
+    config = example_repo.path("restoredrill.yaml")
+    config.write_text(config.read_text().replace("apps:\n", "apps:\n  pelican:\n    backup_required: false\n"
+                                                 "    reason: rebuilt from upstream\n", 1))
+    (finding,) = example_repo.findings("namespace-covered")
+    assert "wiki-data" in finding.problem and "pelican-data" not in finding.problem
+
+
+FLUX_KS = """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {{name: {name}, namespace: flux-system}}
+spec:
+  path: {path}
+  targetNamespace: web
+  interval: 1h
+  prune: true
+  sourceRef: {{kind: GitRepository, name: flux-system}}
+"""
+PVC = """apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {name: data}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {requests: {storage: 1Gi}}
+"""
