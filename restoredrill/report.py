@@ -78,17 +78,18 @@ def text_summary(summary_path: Path) -> str:
         if result["outcome"] == "failed":
             failures.append(result)
     lines = [f"restoredrill summary ({summary['generated_at']}, repo {summary['gitops_repo']})", ""]
-    lines.append(f"{'app':<24} {'passed':>7} {'failed':>7} {'skipped':>8}")
+    lines.append(f"{'app':<24} {'passed':>7} {'failed':>7} {'skipped':>8} {'passed with runbook steps':>26}")
     for app in sorted(by_app, key=lambda a: (-by_app[a]["failed"], a)):
         counts = by_app[app]
-        lines.append(f"{app:<24} {counts['passed']:>7} {counts['failed']:>7} {counts['skipped']:>8}")
+        lines.append(f"{app:<24} {counts['passed']:>7} {counts['failed']:>7} {counts['skipped']:>8} "
+                     f"{counts['passed-with-runbook-steps']:>26}")
     drills = [r for r in summary["results"] if r.get("rto_s") is not None or r.get("sequence_s") is not None]
     if drills:
-        lines += ["", f"{'drill':<44} {'outcome':<8} {'RTO s':>7} {'PVB':>4} {'PVR':>4} {'files':>6} {'rows':>6}"]
+        lines += ["", f"{'drill':<44} {'outcome':<26} {'RTO s':>7} {'PVB':>4} {'PVR':>4} {'files':>6} {'rows':>6}"]
         for r in sorted(drills, key=lambda r: (str(r.get("scenario")), str(r.get("app")))):
             name = f"{r.get('app') or 'cluster'} {r.get('scenario')}"
             rto = r.get("rto_s") if r.get("rto_s") is not None else r.get("sequence_s")
-            lines.append(f"{name:<44} {r['outcome']:<8} {rto:>7} {r.get('pod_volume_backups', '-'):>4} "
+            lines.append(f"{name:<44} {r['outcome']:<26} {rto:>7} {r.get('pod_volume_backups', '-'):>4} "
                          f"{r.get('pod_volume_restores', '-'):>4} {r.get('files_verified', '-'):>6} "
                          f"{r.get('rows_verified', '-'):>6}")
     for failure in failures:
@@ -96,6 +97,9 @@ def text_summary(summary_path: Path) -> str:
         # pytest's error lines ("E   ...") say what failed; the traceback around them does not.
         errors = [line[1:].strip() for line in message if line.startswith("E ")]
         lines += ["", f"FAILED {failure['nodeid']}", *(f"  {line}" for line in (errors or message)[:8])]
+    for result in summary["results"]:
+        for step in result.get("manual_steps") or []:
+            lines += ["", f"RUNBOOK STEP done by the drill for {result.get('app') or 'cluster'}: {step}"]
     return "\n".join(lines)
 
 

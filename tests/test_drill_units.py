@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from restoredrill.drill.databases import recovery_cluster
-from restoredrill.drill.namespace import DrillFailed, DrillRecord, NamespaceDrill
+from restoredrill.drill.namespace import DrillFailed, DrillRecord, NamespaceDrill, RunbookStepWarning
 from restoredrill.drill.plan import AppPlan
 
 HOOKS = {"resources": [{"name": "freeze", "includedNamespaces": ["pricebuddy"],
@@ -88,3 +88,17 @@ def test_a_recovery_cluster_keeps_the_repo_cluster_and_swaps_its_bootstrap() -> 
     assert cluster["spec"]["externalClusters"] == external and "backup" not in cluster["spec"]
     assert cluster["spec"]["imageName"] == "local:15" and cluster["spec"]["storage"] == {"size": "1Gi"}
     assert source["spec"]["imageName"] == "upstream:16"  # the catalogue's object is not changed
+
+
+def test_a_drill_that_did_runbook_steps_warns_and_is_no_plain_pass() -> None:
+    record = DrillRecord(app="immich", namespace="immich")
+    assert record.runbook_steps_warning() is None
+    record.manual_steps.append("PersistentVolume immich-library: claimRef removed")
+    warning = record.runbook_steps_warning()
+    assert isinstance(warning, RunbookStepWarning)
+    assert "immich: passed-with-runbook-steps" in str(warning) and "claimRef removed" in str(warning)
+
+
+def test_a_volume_that_survived_without_a_restore_is_not_counted_as_restored() -> None:
+    facts = DrillRecord(app="immich", namespace="immich", volumes_survived=1).facts()
+    assert facts["volumes_verified"] == 0 and facts["volumes_survived"] == 1

@@ -103,3 +103,28 @@ def test_a_drill_on_a_cluster_we_did_not_create_fails_instead_of_skipping(projec
     result.stdout.fnmatch_lines(["*this drill was selected and did not run, so nothing was proven: "
                                  "the platform is only installed on a cluster restoredrill created*"])
     assert not server.deletes()
+
+
+RUNBOOK_STEP_DRILL = """
+import pytest
+
+pytestmark = [pytest.mark.drill]
+
+def test_drill_with_runbook_step(record_result):
+    record_result(app="immich", manual_steps=["PersistentVolume immich-library: claimRef removed"])
+
+def test_plain_drill(record_result):
+    record_result(app="pelican", manual_steps=None)
+"""
+
+
+def test_summary_says_passed_with_runbook_steps_and_keeps_the_head_of_messages(project: pytest.Pytester) -> None:
+    import json
+
+    project.makepyfile(test_steps=RUNBOOK_STEP_DRILL)
+    result = project.runpytest_subprocess("test_steps.py", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    summary = json.loads((project.path / "reports" / "summary.json").read_text())
+    outcomes = {entry["app"]: entry["outcome"] for entry in summary["results"]}
+    assert outcomes == {"immich": "passed-with-runbook-steps", "pelican": "passed"}
+    assert summary["totals"] == {"passed-with-runbook-steps": 1, "passed": 1}

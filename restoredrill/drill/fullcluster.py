@@ -62,10 +62,13 @@ class FullClusterRecord:
     rto_s: dict[str, float | None] = field(default_factory=dict)
     total_s: float | None = None
     synced_backups: int = 0
+    manual_steps: list[str] = field(default_factory=list)
+    stand_ins: list[str] = field(default_factory=list)
 
     def facts(self) -> dict[str, Any]:
         return {"scenario": "full-cluster-recovery", "apps": self.apps, "steps": dict(self.steps),
-                "rto_s_by_app": self.rto_s, "sequence_s": self.total_s, "synced_backups": self.synced_backups}
+                "rto_s_by_app": self.rto_s, "sequence_s": self.total_s, "synced_backups": self.synced_backups,
+                "manual_steps": self.manual_steps or None, "stand_ins": self.stand_ins or None}
 
 
 def wait_for_synced_backups(drill: NamespaceDrill, backups: Mapping[str, int], *,
@@ -194,6 +197,8 @@ class FullClusterRecovery:
             self.step(f"restore {drill.plan.app}", functools.partial(restore_app, drill))
             self.record.rto_s[drill.plan.app] = drill.record.rto_s
         self.record.total_s = round(time.monotonic() - sequence, 1)
+        self.record.manual_steps = [f"{d.plan.app}: {step}" for d in self.drills for step in d.record.manual_steps]
+        self.record.stand_ins = list(dict.fromkeys([*self.gitops.standins, *gitops.standins]))
         return self.record
 
     def _platform(self, ctx: PlatformContext) -> PlatformStack:
