@@ -46,6 +46,7 @@ WORKLOAD_POD_SPEC_PATHS: Mapping[str, FieldPath] = {
     "CronJob": ("spec", "jobTemplate", "spec", "template"),
     "Pod": (),
 }
+_FLUX_INSTALL_REF = re.compile(r"fluxcd/flux2/manifests/install\?ref=(v?[0-9][^&\s]*)")
 _SUBSTITUTION = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
 _SIZE = re.compile(r"^([0-9.]+)([KMGTPE]i?)?$")
 
@@ -304,6 +305,9 @@ class Catalogue:
     # Schedules in a folder Flux builds whose file its kustomization.yaml does not list.
     unreferenced_schedules: tuple[Schedule, ...] = field(default=())
     entry_points: tuple[str, ...] = field(default=())
+    # The Flux release the repo installs (flux-manifests tag, flux2 install ref, FluxInstance
+    # distribution.version), e.g. "v2.6.4" or "2.x"; None when the repo does not say.
+    flux_version: str | None = None
 
     @property
     def namespaces(self) -> frozenset[str]:
@@ -477,7 +481,29 @@ class _Builder:
             unapplied_files=unapplied,
             unreferenced_schedules=tuple(_schedules(stray_schedules)),
             entry_points=entry_points,
+            flux_version=self._flux_version(),
         )
+
+    def _flux_version(self) -> str | None:
+        for kfile in self.kustomization_files.values():
+            for entry, _ in kfile.entries:
+                match = _FLUX_INSTALL_REF.search(entry)
+                if match:
+                    return match.group(1)
+        for docs in self.documents.values():
+            for document in docs:
+                data = document.data
+                if not isinstance(data, dict):
+                    continue
+                if data.get("kind") == "OCIRepository" and dig(data, ("metadata", "name")) == "flux-manifests":
+                    tag = dig(data, ("spec", "ref", "tag"))
+                    if tag:
+                        return str(tag)
+                version = (dig(data, ("spec", "distribution", "version")) if data.get("kind") == "FluxInstance"
+                           else dig(data, ("instance", "distribution", "version")))
+                if version:
+                    return str(version)
+        return None
 
     # -- what Flux applies --------------------------------------------------------------------
 

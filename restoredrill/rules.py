@@ -785,13 +785,20 @@ def crd_schema(subject: Subject, context: RuleContext) -> list[Finding]:
         source = schemas.sources.get(first.group, "the pinned CRDs")
         objects = ", ".join(f"{m.ref} ({m.location()})" for m in group.manifests[:5])
         more = f" and {len(group.manifests) - 5} more" if len(group.manifests) > 5 else ""
-        return [_finding(
+        finding = _finding(
             "crd-schema", first, first.location(("apiVersion",)), f"apiVersion {group.api_version}",
             f"{group.kind} {group.api_version} is not served by {source} (served: "
             f"{', '.join(f'{first.group}/{v}' for v in versions)}), so Flux of that release rejects "
             f"{len(group.manifests)} object(s): {objects}{more}",
             f"move them to apiVersion {first.group}/{versions[-1]} (if the cluster runs an older Flux that still "
-            "serves it, upgrade first or list this rule in warning_rules)")]
+            "serves it, upgrade first or list this rule in warning_rules)")
+        running = context.catalogue.flux_version
+        if running is not None and _older_than_pinned_flux(running):
+            # The repo installs an older Flux, which may still serve the apiVersion: say so, do not fail.
+            return [replace(finding, severity="warning",
+                            problem=f"{finding.problem}; the repo installs Flux {running}, older than the pinned "
+                                    f"{'.'.join(map(str, PINNED_FLUX))}, which this check cannot judge")]
+        return [finding]
     if isinstance(subject.value, UnpinnedGroups):
         unpinned: UnpinnedGroups = subject.value
         by_group: dict[str, list[Manifest]] = {}
@@ -818,6 +825,16 @@ def crd_schema(subject: Subject, context: RuleContext) -> list[Finding]:
                      _schema_fix(p.message, f"{manifest.api_version} {manifest.kind} ({source})", schemas,
                                  manifest.group))
             for p in validate(manifest.obj, schema)]
+
+
+# The Flux distribution the pinned controllers (source-controller 1.7, kustomize-controller 1.7,
+# helm-controller 1.4) belong to.
+PINNED_FLUX = (2, 7)
+
+
+def _older_than_pinned_flux(version: str) -> bool:
+    match = re.match(r"v?(\d+)\.(\d+)", version)
+    return match is not None and (int(match.group(1)), int(match.group(2))) < PINNED_FLUX
 
 
 def _schema_fix(message: str, what: str, schemas: CrdSchemas, group: str) -> str:

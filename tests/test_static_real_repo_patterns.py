@@ -148,7 +148,8 @@ def test_a_cnpg_parameter_off_is_a_string_for_the_schema(example_repo):
 def test_include_cluster_resources_unset_keeps_pvs(example_repo):
     example_repo.replace(PELICAN_SCHEDULE, "    includeClusterResources: true\n", "")
     assert example_repo.findings("schedule-cluster-resources") == []
-    example_repo.replace(PELICAN_SCHEDULE, "    ttl: 720h0m0s\n", "    ttl: 720h0m0s\n    includeClusterResources: false\n")
+    example_repo.replace(PELICAN_SCHEDULE, "    ttl: 720h0m0s\n",
+                         "    ttl: 720h0m0s\n    includeClusterResources: false\n")
     (finding,) = example_repo.findings("schedule-cluster-resources")
     assert "includeClusterResources is false" in finding.problem
 
@@ -249,7 +250,8 @@ spec: {sourcePVC: immich-library}
 """)
     example_repo.replace("kubernetes/apps/immich/immich/app/kustomization.yaml", "resources:\n",
                          "resources:\n  - ./backup.yaml\n")
-    assert errors(example_repo.findings("namespace-covered")) == [], rendered(example_repo.findings("namespace-covered"))
+    findings = example_repo.findings("namespace-covered")
+    assert errors(findings) == [], rendered(findings)
 
 
 # -- 6. schema noise -----------------------------------------------------------------------------
@@ -258,7 +260,8 @@ spec: {sourcePVC: immich-library}
 def test_an_unresolved_variable_skips_pattern_checks(example_repo):
     text = example_repo.path(f"{PELICAN_APP}/httproute.yaml").read_text()
     assert "hostnames:" in text
-    example_repo.replace(f"{PELICAN_APP}/httproute.yaml", "hostnames:\n", "hostnames:\n    - \"pelican.${SECRET_DOMAIN}\"\n")
+    example_repo.replace(f"{PELICAN_APP}/httproute.yaml", "hostnames:\n",
+                         "hostnames:\n    - \"pelican.${SECRET_DOMAIN}\"\n")
     assert errors(example_repo.findings("crd-schema")) == []
 
 
@@ -270,6 +273,17 @@ def test_objects_of_unpinned_groups_get_one_advisory(example_repo):
     findings = example_repo.findings("crd-schema")
     assert len(findings) == 1 and findings[0].severity == "warning", rendered(findings)
     assert "Receiver (3:" in findings[0].problem
+
+
+def test_an_api_version_an_older_installed_flux_serves_is_a_warning(example_repo):
+    example_repo.replace(PELICAN_SCHEDULE, "apiVersion: velero.io/v1", "apiVersion: velero.io/v2")
+    (finding,) = example_repo.findings("crd-schema")
+    assert finding.severity == "error"
+    example_repo.write("kubernetes/flux/cluster/flux.yaml", "apiVersion: source.toolkit.fluxcd.io/v1\n"
+                       "kind: OCIRepository\nmetadata: {name: flux-manifests, namespace: flux-system}\n"
+                       "spec: {interval: 1h, url: oci://ghcr.io/fluxcd/flux-manifests, ref: {tag: v2.0.1}}\n")
+    (finding,) = example_repo.findings("crd-schema")
+    assert finding.severity == "warning" and "installs Flux v2.0.1" in finding.problem
 
 
 # -- 7. suppressions users can live with --------------------------------------------------------
