@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: drill test setup report
+.PHONY: drill test lint smoke setup report
 
 setup: $(VENV)/.installed
 
@@ -28,12 +28,25 @@ drill: setup
 report: setup
 	$(BIN)/restoredrill report
 
-# restoredrill's own tests, the local-cluster and platform ones included: the toolchain step installs
-# the pinned Debian packages and builds the pinned binaries first (the cluster's take about 30 minutes
-# on 2 cores the first time, a second once cached); the platform's binaries and images are built by
-# its fixtures on first use.
-test: setup
+# restoredrill's own tests: lint and types, then the tests of the suite itself (the local-cluster,
+# platform and drill-fault ones included), then a smoke of the user-facing drills on the local
+# cluster (one app's namespace drill and the full-cluster recovery of two apps). The toolchain step
+# installs the pinned Debian packages and builds the pinned binaries first (about 10 minutes for the
+# cluster's on 2 cores the first time, a second once cached); the platform's binaries and images are
+# built by its fixtures on first use (about 20 minutes more when cold).
+test: setup lint
 	$(BIN)/restoredrill schemas
 	$(BIN)/restoredrill toolchain
 	$(BIN)/restoredrill toolchain --no-apt --only actionlint
 	$(BIN)/pytest tests $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory smoke
+
+lint: setup
+	$(BIN)/ruff check restoredrill fixtures suites tests bench
+	$(BIN)/mypy
+
+# The user-facing drills as `make drill` runs them, on a fresh local cluster, cut to what fits CI.
+SMOKE_APPS ?= pelican gatus
+smoke: setup
+	$(BIN)/pytest suites/drills -k "test_namespace_restore and pelican or test_full_cluster_recovery" \
+	  --full-cluster-apps "$(SMOKE_APPS)" --reports-dir reports/smoke -p no:cacheprovider
