@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
-from pytest_kind.cluster import KindCluster as PytestKindCluster  # type: ignore[import-untyped]
+from pytest_kind.cluster import KindCluster as PytestKindCluster
 
 from restoredrill.cluster import ClusterHandle, ClusterProvider
 from restoredrill.cluster.namespaces import (
