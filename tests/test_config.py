@@ -1,16 +1,26 @@
 """Settings come from defaults, ini keys, the drill config file and the command line, in that order;
 a bad value names where it came from and how to fix it."""
 
+from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import Any, TypedDict
 
 import pytest
 
-from restoredrill.config import build_config
+from restoredrill.config import DrillConfig, build_config
 from restoredrill.errors import ConfigError
 
 
-def config(tmp_path: Path, *, ini=None, cli=None, drill: str | None = None, overrides=()):
+class ConfigArgs(TypedDict, total=False):
+    ini: Mapping[str, Any]
+    cli: Mapping[str, Any]
+    drill: str
+    overrides: Sequence[str]
+
+
+def config(tmp_path: Path, *, ini: Mapping[str, Any] | None = None, cli: Mapping[str, Any] | None = None,
+           drill: str | None = None, overrides: Sequence[str] = ()) -> DrillConfig:
     (tmp_path / "repo").mkdir(exist_ok=True)
     if drill is not None:
         (tmp_path / "repo" / "restoredrill.yaml").write_text(drill)
@@ -18,7 +28,7 @@ def config(tmp_path: Path, *, ini=None, cli=None, drill: str | None = None, over
                         overrides=overrides, base_dir=tmp_path)
 
 
-def test_defaults(tmp_path):
+def test_defaults(tmp_path: Path) -> None:
     result = config(tmp_path)
     assert result.gitops_repo == tmp_path / "repo"
     assert result.reports_dir == tmp_path / "reports"
@@ -27,7 +37,7 @@ def test_defaults(tmp_path):
     assert result.timeout("restore") > 0
 
 
-def test_precedence_ini_then_file_then_command_line(tmp_path):
+def test_precedence_ini_then_file_then_command_line(tmp_path: Path) -> None:
     drill = "min_ttl: 240h\nstrict_rules: [cnpg-object-store-backup]\n"
     assert config(tmp_path, ini={"min_ttl": "100h"}).min_ttl == timedelta(hours=100)
     assert config(tmp_path, ini={"min_ttl": "100h"}, drill=drill).min_ttl == timedelta(hours=240)
@@ -36,14 +46,14 @@ def test_precedence_ini_then_file_then_command_line(tmp_path):
     assert from_cli.strict_rules == frozenset({"all"})
 
 
-def test_the_drill_file_is_found_at_the_repo_root(tmp_path):
+def test_the_drill_file_is_found_at_the_repo_root(tmp_path: Path) -> None:
     result = config(tmp_path, drill="apps:\n  seaweedfs:\n    backup_required: false\n    reason: the store\n")
     assert result.drill_config == tmp_path / "repo" / "restoredrill.yaml"
     assert result.app("seaweedfs").backup_required is False
     assert result.app("pelican").backup_required is True
 
 
-def test_set_overrides_any_key(tmp_path):
+def test_set_overrides_any_key(tmp_path: Path) -> None:
     result = config(tmp_path, overrides=["apps.seaweedfs.backup_required=false", "timeouts.restore=30m"])
     assert result.app("seaweedfs").backup_required is False
     assert result.timeout("restore") == 1800
@@ -61,7 +71,7 @@ def test_set_overrides_any_key(tmp_path):
     ({"cli": {"drill_config": "nope.yaml"}}, ["nope.yaml", "does not exist", "--drill-config"]),
     ({"overrides": ["apps.pelican"]}, ["is not key=value"]),
 ])
-def test_bad_settings_say_where_and_how_to_fix(tmp_path, kwargs, expected):
+def test_bad_settings_say_where_and_how_to_fix(tmp_path: Path, kwargs: ConfigArgs, expected: list[str]) -> None:
     with pytest.raises(ConfigError) as raised:
         config(tmp_path, **kwargs)
     for text in expected:

@@ -1,18 +1,17 @@
 """The repo is published to the drill cluster as written, but for NFS volumes, which become host folders."""
 
 import copy
+import subprocess
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-import subprocess
-
 import pytest
+import yaml
 
 from restoredrill.drill.gitops import STANDIN_LABEL, nfs_host_path, publishable_tree, rewrite_nfs_volumes
 from restoredrill.errors import ConfigError
 from restoredrill.yamlio import iter_yaml_files
+from tests.conftest import RepoCopy
 
 LIBRARY_PV = "kubernetes/apps/immich/immich/app/library-pv.yaml"
 SEAWEEDFS_PV = "kubernetes/apps/seaweedfs/seaweedfs/app/storage.yaml"
@@ -70,7 +69,8 @@ def test_every_nfs_volume_of_a_file_is_rewritten(tmp_path: Path) -> None:
     assert nfs_host_path("nas2", "/b/", root=tmp_path) == tmp_path / "nas2" / "b"
 
 
-def test_the_published_tree_has_the_nfs_standin_and_nothing_else_changed(example_repo, tmp_path: Path) -> None:
+def test_the_published_tree_has_the_nfs_standin_and_nothing_else_changed(example_repo: RepoCopy,
+                                                                          tmp_path: Path) -> None:
     repo, target, nfs = example_repo.root, tmp_path / "published", tmp_path / "nfs"
     notes = publishable_tree(repo, target, nfs=nfs)
     assert notes[0] == f"{repo} is not a git checkout: every file under it is published to the drill's git server"
@@ -110,7 +110,7 @@ def test_a_tree_without_nfs_is_copied_as_is(tmp_path: Path) -> None:
     assert [p.name for p in iter_yaml_files(tmp_path / "out")] == ["pv.yaml"]
 
 
-def test_cnpg_clusters_get_the_drill_clusters_postgresql_and_say_so(example_repo, tmp_path: Path) -> None:
+def test_cnpg_clusters_get_the_drill_clusters_postgresql_and_say_so(example_repo: RepoCopy, tmp_path: Path) -> None:
     notes = publishable_tree(example_repo.root, tmp_path / "published", nfs=tmp_path / "nfs", cnpg_image="local:15")
     (note,) = [n for n in notes if "CNPG Cluster immich-postgres" in n]
     assert "ghcr.io/cloudnative-pg/postgresql:16.9 replaced by local:15" in note and "major version" in note

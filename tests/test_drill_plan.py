@@ -5,6 +5,7 @@ import pytest
 from restoredrill.catalogue import App, Catalogue
 from restoredrill.drill.plan import AppPlan, MysqlDatabase, drillable_apps, plan_app
 from restoredrill.errors import ConfigError
+from tests.conftest import RepoCopy
 
 PELICAN_SCHEDULE = "kubernetes/apps/velero/velero/app/schedules/pelican-schedule.yaml"
 VELERO_KUSTOMIZATION = "kubernetes/apps/velero/velero/app/kustomization.yaml"
@@ -68,7 +69,7 @@ def test_storage_classes_and_kustomizations(example_catalogue: Catalogue) -> Non
     assert pelican.excluded_volumes == {}
 
 
-def test_an_app_without_a_schedule_is_an_error_that_names_the_fix(example_repo) -> None:
+def test_an_app_without_a_schedule_is_an_error_that_names_the_fix(example_repo: RepoCopy) -> None:
     example_repo.delete(PELICAN_SCHEDULE)
     example_repo.replace(VELERO_KUSTOMIZATION, "  - ./schedules/pelican-schedule.yaml\n", "")
     catalogue = example_repo.catalogue()

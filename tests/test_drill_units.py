@@ -76,10 +76,11 @@ def test_the_record_gives_summary_facts() -> None:
 
 
 def test_a_recovery_cluster_keeps_the_repo_cluster_and_swaps_its_bootstrap() -> None:
-    source = {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
-              "metadata": {"name": "immich-postgres", "namespace": "immich", "labels": {"app": "immich"}},
-              "spec": {"instances": 1, "imageName": "upstream:16", "storage": {"size": "1Gi"},
-                       "bootstrap": {"initdb": {"database": "immich"}}, "backup": {"barmanObjectStore": {}}}}
+    source: dict[str, Any] = {
+        "apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster",
+        "metadata": {"name": "immich-postgres", "namespace": "immich", "labels": {"app": "immich"}},
+        "spec": {"instances": 1, "imageName": "upstream:16", "storage": {"size": "1Gi"},
+                 "bootstrap": {"initdb": {"database": "immich"}}, "backup": {"barmanObjectStore": {}}}}
     external = [{"name": "immich-postgres-backup", "barmanObjectStore": {"serverName": "x"}}]
     cluster = recovery_cluster(source, namespace="target", image="local:15",
                                bootstrap={"recovery": {"source": "immich-postgres-backup"}}, external=external)

@@ -12,7 +12,7 @@ from restoredrill.gosyntax import GoSyntaxError, format_go_duration, parse_go_du
     "0 2 ? * *", "@daily", "@midnight", "@hourly", "@weekly", "@monthly", "@yearly", "@annually",
     "@every 24h", "@every 1h30m", "CRON_TZ=Europe/Paris 0 2 * * *", "TZ=UTC 0 2 * * *",
 ])
-def test_velero_accepts(spec):
+def test_velero_accepts(spec: str) -> None:
     assert parse_velero_cron(spec).spec
 
 
@@ -32,17 +32,19 @@ def test_velero_accepts(spec):
     ("CRON_TZ=Mars/Olympus 0 2 * * *", "provided bad location"),
     ("CRON_TZ=UTC", "must be followed by a space"),
 ])
-def test_velero_rejects(spec, message):
+def test_velero_rejects(spec: str, message: str) -> None:
     with pytest.raises(GoSyntaxError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_velero_cron(spec)
 
 
-def test_cron_fields_expand_like_robfig():
+def test_cron_fields_expand_like_robfig() -> None:
     schedule = parse_velero_cron("5-10/2 2 * * mon-fri")
     assert schedule.fields is not None
     assert schedule.fields[0] == {5, 7, 9}
     assert schedule.fields[4] == {1, 2, 3, 4, 5}
-    assert parse_velero_cron("3/20 * * * *").fields[0] == {3, 23, 43}  # a/n runs to the field's maximum
+    every_20 = parse_velero_cron("3/20 * * * *")
+    assert every_20.fields is not None
+    assert every_20.fields[0] == {3, 23, 43}  # a/n runs to the field's maximum
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -56,17 +58,17 @@ def test_cron_fields_expand_like_robfig():
     ("-1h", timedelta(hours=-1)),
     ("300ms", timedelta(milliseconds=300)),
 ])
-def test_go_durations(text, expected):
+def test_go_durations(text: str, expected: timedelta) -> None:
     assert parse_go_duration(text) == expected
 
 
 @pytest.mark.parametrize("text", ["30d", "720", "", "h", ".", "1hh", "1 h"])
-def test_go_rejects_durations(text):
+def test_go_rejects_durations(text: str) -> None:
     with pytest.raises(GoSyntaxError):
         parse_go_duration(text)
 
 
-def test_formats_like_go():
+def test_formats_like_go() -> None:
     assert format_go_duration(timedelta(hours=720)) == "720h0m0s"
     assert format_go_duration(timedelta(minutes=90)) == "1h30m0s"
     assert format_go_duration(timedelta(seconds=5)) == "5s"

@@ -18,6 +18,7 @@ from restoredrill.images.standins import (
     standins_for,
 )
 from restoredrill.platform.images import MARIADB_REFERENCE, platform_image_set
+from tests.conftest import RepoCopy
 
 MARIADB = "docker.io/library/mariadb:11.4.5"
 PELICAN = "ghcr.io/pelican-dev/panel:v1.0.0-beta21"
@@ -53,7 +54,7 @@ def test_only_the_given_apps_are_stood_in(example_catalogue: Catalogue) -> None:
     assert standins_for(example_catalogue, [], provided=[]) == []
 
 
-def test_a_container_without_ports_gets_the_default(example_repo) -> None:
+def test_a_container_without_ports_gets_the_default(example_repo: RepoCopy) -> None:
     example_repo.replace("kubernetes/apps/n8n/n8n/app/deployment.yaml",
                          "          ports:\n            - name: http\n              containerPort: 5678\n"
                          "          readinessProbe:\n            tcpSocket:\n              port: 5678\n"
@@ -64,7 +65,7 @@ def test_a_container_without_ports_gets_the_default(example_repo) -> None:
     assert standins_for(catalogue, n8n, provided=[]) == [StandIn("docker.io/n8nio/n8n:1.95.3", DEFAULT_PORTS)]
 
 
-def test_probe_ports_count_as_well_as_container_ports(example_repo) -> None:
+def test_probe_ports_count_as_well_as_container_ports(example_repo: RepoCopy) -> None:
     example_repo.replace("kubernetes/apps/n8n/n8n/app/deployment.yaml",
                          "          readinessProbe:\n            tcpSocket:\n              port: 5678\n",
                          "          readinessProbe:\n            tcpSocket:\n              port: 5678\n"

@@ -1,5 +1,7 @@
 """Each restore verifier fails on the fault it exists to catch, and passes on a faithful restore."""
 
+from typing import cast
+
 import pytest
 
 from restoredrill.verify import (
@@ -23,11 +25,11 @@ INVENTORY = (
 
 
 @pytest.fixture
-def backed_up():
+def backed_up() -> dict[str, Entry]:
     return parse_inventory(INVENTORY)
 
 
-def test_inventory_parses_every_kind(backed_up):
+def test_inventory_parses_every_kind(backed_up: dict[str, Entry]) -> None:
     assert backed_up["nested"].kind == "dir"
     assert backed_up["empty"].size == 0
     assert backed_up["nested/big.bin"].size == 52428801
@@ -35,29 +37,29 @@ def test_inventory_parses_every_kind(backed_up):
     assert "with\ttab" in backed_up
 
 
-def test_a_bad_inventory_line_is_an_error():
+def test_a_bad_inventory_line_is_an_error() -> None:
     with pytest.raises(ValueError, match="inventory line 2"):
         parse_inventory("d\t0\t-\ta\nnonsense\n")
 
 
-def test_a_faithful_restore_passes(backed_up):
+def test_a_faithful_restore_passes(backed_up: dict[str, Entry]) -> None:
     assert compare_volume(volume="pelican-data", expected=backed_up, actual=dict(backed_up), sentinel="SENTINEL") == []
 
 
-def test_a_changed_byte_fails(backed_up):
+def test_a_changed_byte_fails(backed_up: dict[str, Entry]) -> None:
     restored = dict(backed_up)
     restored["nested/big.bin"] = Entry(path="nested/big.bin", kind="file", size=52428801, sha256="ff" * 32)
     (problem,) = compare_volume(volume="pelican-data", expected=backed_up, actual=restored)
     assert problem.startswith("pelican-data: file 'nested/big.bin' differs")
 
 
-def test_the_sentinel_present_fails(backed_up):
+def test_the_sentinel_present_fails(backed_up: dict[str, Entry]) -> None:
     restored = {**backed_up, "SENTINEL": Entry(path="SENTINEL", kind="file", size=1, sha256="00" * 32)}
     (problem,) = compare_volume(volume="v", expected=backed_up, actual=restored, sentinel="SENTINEL")
     assert "written after the backup, is present" in problem
 
 
-def test_missing_extra_retyped_and_relinked_entries_fail(backed_up):
+def test_missing_extra_retyped_and_relinked_entries_fail(backed_up: dict[str, Entry]) -> None:
     restored = dict(backed_up)
     del restored["empty"]
     restored["stray"] = Entry(path="stray", kind="dir")
@@ -75,20 +77,20 @@ def test_missing_extra_retyped_and_relinked_entries_fail(backed_up):
 EXPECTED = [("pelican/pelican-panel-1", "data"), ("pelican/pelican-panel-1", "logs")]
 
 
-def test_pod_volumes_one_for_one_completed_pass():
+def test_pod_volumes_one_for_one_completed_pass() -> None:
     records = [PodVolumeRecord("b-1", "pelican/pelican-panel-1", "data", "Completed"),
                PodVolumeRecord("b-2", "pelican/pelican-panel-1", "logs", "Completed")]
     assert compare_pod_volumes(operation="backup", expected=EXPECTED, records=records) == []
 
 
-def test_a_volume_velero_skipped_silently_fails():
+def test_a_volume_velero_skipped_silently_fails() -> None:
     records = [PodVolumeRecord("b-1", "pelican/pelican-panel-1", "data", "Completed")]
     (problem,) = compare_pod_volumes(operation="backup", expected=EXPECTED, records=records)
     assert problem.startswith("no PodVolumeBackup for volume 'logs' of pod pelican/pelican-panel-1")
     assert "hostPath" in problem
 
 
-def test_a_failed_pod_volume_restore_fails_with_its_message():
+def test_a_failed_pod_volume_restore_fails_with_its_message() -> None:
     records = [PodVolumeRecord("r-1", "pelican/pelican-panel-1", "data", "Completed"),
                PodVolumeRecord("r-2", "pelican/pelican-panel-1", "logs", "Failed", "error restoring: no space left")]
     (problem,) = compare_pod_volumes(operation="restore", expected=EXPECTED, records=records)
@@ -96,7 +98,7 @@ def test_a_failed_pod_volume_restore_fails_with_its_message():
                        "error restoring: no space left")
 
 
-def test_duplicate_and_unexpected_records_fail():
+def test_duplicate_and_unexpected_records_fail() -> None:
     records = [PodVolumeRecord("b-1", "pelican/pelican-panel-1", "data", "Completed"),
                PodVolumeRecord("b-9", "pelican/pelican-panel-1", "data", "Completed"),
                PodVolumeRecord("b-2", "pelican/pelican-panel-1", "logs", "Completed"),
@@ -106,7 +108,7 @@ def test_duplicate_and_unexpected_records_fail():
                         "2 PodVolumeBackups for volume 'data' of pod pelican/pelican-panel-1: b-1, b-9"]
 
 
-def test_objects_recreated_by_flux_fail():
+def test_objects_recreated_by_flux_fail() -> None:
     before = {"Deployment/pelican/pelican-panel": "u1", "Service/pelican/pelican-panel": "u2"}
     assert compare_uids(before=before, after=dict(before)) == []
     problems = compare_uids(before=before, after={"Deployment/pelican/pelican-panel": "u9"})
@@ -114,10 +116,11 @@ def test_objects_recreated_by_flux_fail():
                         "Service/pelican/pelican-panel is gone after Flux reconciled"]
 
 
-def test_restore_warnings_outside_the_allow_list_fail():
+def test_restore_warnings_outside_the_allow_list_fail() -> None:
     warnings = {"namespaces": {"pelican": ["could not restore, ConfigMap kube-root-ca.crt already exists"]},
                 "velero": ["Cannot find restore helper image"]}
-    flat = {"pelican": warnings["namespaces"]["pelican"], "velero": warnings["velero"]}
+    flat = {"pelican": cast(dict[str, list[str]], warnings["namespaces"])["pelican"],
+            "velero": cast(list[str], warnings["velero"])}
     assert unexpected_warnings(flat, allowed=["kube-root-ca.crt already exists"]) == [
         "velero: Cannot find restore helper image"]
 
@@ -140,30 +143,30 @@ POD_VOLUMES: list[dict[str, object]] = [
 ]
 
 
-def test_opt_out_copies_claims_and_empty_dirs_only():
+def test_opt_out_copies_claims_and_empty_dirs_only() -> None:
     pod = pod_with(POD_VOLUMES)
     assert fs_backup_volumes(pod, default_volumes_to_fs_backup=True) == ["data", "library", "cache"]
 
 
-def test_opt_out_honours_the_excludes_annotation():
+def test_opt_out_honours_the_excludes_annotation() -> None:
     pod = pod_with(POD_VOLUMES, {"backup.velero.io/backup-volumes-excludes": "library, cache"})
     assert fs_backup_volumes(pod, default_volumes_to_fs_backup=True) == ["data"]
 
 
-def test_opt_in_copies_only_the_annotated_volumes():
+def test_opt_in_copies_only_the_annotated_volumes() -> None:
     assert fs_backup_volumes(pod_with(POD_VOLUMES), default_volumes_to_fs_backup=False) == []
     pod = pod_with(POD_VOLUMES, {"backup.velero.io/backup-volumes": "cache,data",
                                  "backup.velero.io/backup-volumes-excludes": "data"})
     assert fs_backup_volumes(pod, default_volumes_to_fs_backup=False) == ["data", "cache"]
 
 
-def test_a_claim_is_expected_whatever_its_volume_is():
+def test_a_claim_is_expected_whatever_its_volume_is() -> None:
     """The pod only names a claim; that its PV is hostPath (which Velero skips silently) is not visible here, so
     the claim stays expected and a missing PodVolumeBackup for it fails the drill."""
     pod = pod_with([{"name": "library", "persistentVolumeClaim": {"claimName": "immich-library"}}])
     assert fs_backup_volumes(pod, default_volumes_to_fs_backup=True) == ["library"]
 
 
-def test_a_pod_without_volumes_or_metadata():
+def test_a_pod_without_volumes_or_metadata() -> None:
     assert fs_backup_volumes({}, default_volumes_to_fs_backup=True) == []
     assert fs_backup_volumes({"spec": {"volumes": None}}, default_volumes_to_fs_backup=False) == []
