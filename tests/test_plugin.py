@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -11,7 +12,7 @@ pytest_plugins = ("pytester",)
 
 
 @pytest.fixture
-def suite(pytester, monkeypatch):
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A project folder like the checkout: the root conftest and the static suite."""
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
     shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
@@ -20,12 +21,12 @@ def suite(pytester, monkeypatch):
     return pytester
 
 
-def run(suite, *args):
+def run(suite: pytest.Pytester, *args: str) -> pytest.RunResult:
     return suite.runpytest_subprocess("suites", "-m", "static", "--gitops-repo", "repo", "-p", "no:cacheprovider",
                                       *args)
 
 
-def test_example_repo_passes_with_the_td004_warning(suite):
+def test_example_repo_passes_with_the_td004_warning(suite: pytest.Pytester) -> None:
     result = run(suite, "-rw")
     result.assert_outcomes(passed=result.parseoutcomes()["passed"], warnings=1)
     assert result.ret == 0
@@ -33,7 +34,7 @@ def test_example_repo_passes_with_the_td004_warning(suite):
     result.stdout.fnmatch_lines(["*PolicyWarning*Cluster immich/immich-postgres*"])
 
 
-def test_a_failure_names_file_line_object_and_fix(suite):
+def test_a_failure_names_file_line_object_and_fix(suite: pytest.Pytester) -> None:
     schedule = suite.path / "repo/kubernetes/apps/velero/velero/app/schedules/pelican-schedule.yaml"
     schedule.write_text(schedule.read_text().replace("ttl: 720h0m0s", "ttl: 24h"))
     result = run(suite)
@@ -47,7 +48,7 @@ def test_a_failure_names_file_line_object_and_fix(suite):
     assert "Traceback" not in result.stdout.str()
 
 
-def test_k_selects_one_app(suite):
+def test_k_selects_one_app(suite: pytest.Pytester) -> None:
     result = run(suite, "-k", "pelican", "--collect-only", "-q")
     ids = [line for line in result.stdout.lines if "::" in line]
     assert ids and all("pelican" in line for line in ids)
@@ -55,7 +56,7 @@ def test_k_selects_one_app(suite):
     assert any("Deployment" not in line and "HTTPRoute/pelican/pelican" in line for line in ids)
 
 
-def test_strict_rules_turn_the_warning_into_a_failure(suite):
+def test_strict_rules_turn_the_warning_into_a_failure(suite: pytest.Pytester) -> None:
     result = run(suite, "--strict-rules", "cnpg-object-store-backup")
     assert result.ret == 1
     result.stdout.fnmatch_lines(["*Cluster immich/immich-postgres: has no object-store backup*"])
@@ -66,13 +67,13 @@ def test_strict_rules_turn_the_warning_into_a_failure(suite):
     (("--min-ttl", "30d"), "*min_ttl from command line*unknown unit*"),
     (("--set", "apps.pelican.backup_requierd=false"), "*did you mean 'backup_required'*"),
 ])
-def test_bad_input_is_a_usage_error(suite, args, message):
+def test_bad_input_is_a_usage_error(suite: pytest.Pytester, args: tuple[str, ...], message: str) -> None:
     result = run(suite, *args)
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines([message])
 
 
-def test_a_malformed_file_fails_one_test_and_the_rest_still_run(suite):
+def test_a_malformed_file_fails_one_test_and_the_rest_still_run(suite: pytest.Pytester) -> None:
     configmap = suite.path / "repo/kubernetes/apps/pelican/pelican/app/configmap.yaml"
     configmap.write_text(configmap.read_text().replace("metadata:\n", "metadata:\n   bad: [\n"))
     result = run(suite)
@@ -82,7 +83,7 @@ def test_a_malformed_file_fails_one_test_and_the_rest_still_run(suite):
     assert result.parseoutcomes()["passed"] > 100
 
 
-def test_reports_are_written_with_labels_and_evidence(suite):
+def test_reports_are_written_with_labels_and_evidence(suite: pytest.Pytester) -> None:
     schedule = suite.path / "repo/kubernetes/apps/velero/velero/app/schedules/pelican-schedule.yaml"
     schedule.write_text(schedule.read_text().replace("includeClusterResources: true", "includeClusterResources: false"))
     run(suite)
@@ -103,7 +104,7 @@ def test_reports_are_written_with_labels_and_evidence(suite):
     assert entry["subject"] == "pelican-daily" and entry["scenario"] == "static"
 
 
-def test_secrets_stay_out_of_the_reports(suite):
+def test_secrets_stay_out_of_the_reports(suite: pytest.Pytester) -> None:
     secret = suite.path / "repo/kubernetes/apps/pelican/pelican/app/secret.sops.yaml"
     secret.write_text(secret.read_text().replace("apiVersion: v1", "apiVersion: velero.io/v1"))  # force a finding
     run(suite)
@@ -113,7 +114,7 @@ def test_secrets_stay_out_of_the_reports(suite):
     assert "ENC[" not in attachments and "<redacted>" in attachments
 
 
-def test_runs_under_xdist(suite):
+def test_runs_under_xdist(suite: pytest.Pytester) -> None:
     result = run(suite, "-n", "2")
     assert result.ret == 0
     summary = json.loads((suite.path / "reports/summary.json").read_text())
@@ -121,7 +122,8 @@ def test_runs_under_xdist(suite):
     assert all("app" in r or r["nodeid"] for r in summary["results"])
 
 
-def test_missing_schemas_fail_the_schema_rule_and_say_how_to_get_them(suite, tmp_path, monkeypatch):
+def test_missing_schemas_fail_the_schema_rule_and_say_how_to_get_them(suite: pytest.Pytester, tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RESTOREDRILL_CACHE", str(tmp_path / "empty-cache"))
     result = run(suite, "--fetch-schemas", "false")
     outcomes = result.parseoutcomes()
