@@ -2,12 +2,12 @@
 
 from pathlib import Path
 
-from restoredrill.catalogue import build_catalogue
+from restoredrill.catalogue import Catalogue, build_catalogue
 
 RUNBOOK_APPS = {"pricebuddy", "n8n", "immich", "gatus", "obsidian-livesync", "pocket-id", "pelican"}
 
 
-def test_apps_follow_the_runbook_layout(example_catalogue):
+def test_apps_follow_the_runbook_layout(example_catalogue: Catalogue) -> None:
     apps = {app.name: app for app in example_catalogue.apps}
     assert set(apps) >= RUNBOOK_APPS
     pelican = apps["pelican"]
@@ -21,7 +21,7 @@ def test_apps_follow_the_runbook_layout(example_catalogue):
     assert all(m.namespace == "pelican" for m in pelican.manifests)
 
 
-def test_schedules_and_storage_locations(example_catalogue):
+def test_schedules_and_storage_locations(example_catalogue: Catalogue) -> None:
     names = {s.name for s in example_catalogue.schedules}
     assert names == {f"{app}-daily" for app in RUNBOOK_APPS}
     assert all(s.namespace == "velero" for s in example_catalogue.schedules)
@@ -29,7 +29,7 @@ def test_schedules_and_storage_locations(example_catalogue):
     assert example_catalogue.velero_defaults.default_volumes_to_fs_backup is True
 
 
-def test_volume_claims_include_cnpg_storage_and_classes(example_catalogue):
+def test_volume_claims_include_cnpg_storage_and_classes(example_catalogue: Catalogue) -> None:
     claims = {(c.namespace, c.name): c for c in example_catalogue.volume_claims}
     assert claims[("pocket-id", "pocket-id-data")].storage_class == "longhorn"
     assert claims[("immich", "immich-postgres")].origin == "CNPG Cluster storage"
@@ -38,19 +38,19 @@ def test_volume_claims_include_cnpg_storage_and_classes(example_catalogue):
     assert example_catalogue.cnpg_clusters[0].object_store_backup is None  # TD-004
 
 
-def test_workloads_and_images(example_catalogue):
+def test_workloads_and_images(example_catalogue: Catalogue) -> None:
     database = next(w for w in example_catalogue.workloads if w.manifest.name == "pricebuddy-database")
     assert database.containers[0].image.startswith("docker.io/library/mariadb:")
     assert database.pod_labels["app.kubernetes.io/component"] == "database"
     assert database.claim_names
 
 
-def test_flux_substitution_is_applied(example_catalogue):
+def test_flux_substitution_is_applied(example_catalogue: Catalogue) -> None:
     deployment = next(w for w in example_catalogue.workloads if w.manifest.name == "pelican-panel").manifest
     assert deployment.get("metadata", "labels", "app.kubernetes.io/instance") == "pelican"
 
 
-def test_sops_files_are_never_read_as_plaintext(example_catalogue):
+def test_sops_files_are_never_read_as_plaintext(example_catalogue: Catalogue) -> None:
     secrets = [m for m in example_catalogue.manifests if m.kind == "Secret"]
     assert secrets and all(m.encrypted for m in secrets)
     for secret in secrets:
@@ -58,13 +58,13 @@ def test_sops_files_are_never_read_as_plaintext(example_catalogue):
             assert all(value == "<redacted>" for value in (secret.obj.get(key) or {}).values())
 
 
-def test_components_and_namespace_kustomizations_are_followed(example_catalogue):
+def test_components_and_namespace_kustomizations_are_followed(example_catalogue: Catalogue) -> None:
     # Namespaces come from namespace folders reached through kustomization.yaml resources.
     assert example_catalogue.namespaces >= RUNBOOK_APPS
     assert not example_catalogue.broken_references
 
 
-def test_a_folder_without_kustomization_includes_every_manifest(tmp_path):
+def test_a_folder_without_kustomization_includes_every_manifest(tmp_path: Path) -> None:
     write(tmp_path, "kubernetes/flux/ks.yaml", FLUX_KS.format(name="apps", path="./kubernetes/apps").replace(
         "  targetNamespace: web\n", ""))
     write(tmp_path, "kubernetes/apps/web/web/ks.yaml", FLUX_KS.format(name="web", path="./kubernetes/apps/web/web/app"))
@@ -77,7 +77,7 @@ def test_a_folder_without_kustomization_includes_every_manifest(tmp_path):
     assert app.namespace == "web"  # from targetNamespace
 
 
-def test_velero_helm_values_schedules_are_catalogued(tmp_path):
+def test_velero_helm_values_schedules_are_catalogued(tmp_path: Path) -> None:
     write(tmp_path, "kubernetes/apps/velero/velero/app/helmrelease.yaml", """
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
@@ -104,7 +104,7 @@ spec:
     assert [s.name for s in catalogue.storage_locations] == ["default"]  # the chart's pre-5.0 mapping form
 
 
-def test_a_broken_file_is_reported_and_the_rest_still_read(tmp_path):
+def test_a_broken_file_is_reported_and_the_rest_still_read(tmp_path: Path) -> None:
     write(tmp_path, "a.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: ok}\n")
     write(tmp_path, "b.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n")
     write(tmp_path, "c.yaml", "kind: ConfigMap\nmetadata: {name: no-api-version}\n")

@@ -8,6 +8,7 @@ import pytest
 
 from restoredrill.config import build_config
 from restoredrill.errors import ConfigError
+from restoredrill.rules import Finding
 from restoredrill.velero_semantics import (
     VeleroServer,
     default_storage_location,
@@ -16,7 +17,7 @@ from restoredrill.velero_semantics import (
     volume_coverage,
 )
 from restoredrill.yamlio import load_documents
-from tests.conftest import rendered
+from tests.conftest import RepoCopy, rendered
 
 VELERO_APP = "kubernetes/apps/velero/velero/app"
 PELICAN_SCHEDULE = f"{VELERO_APP}/schedules/pelican-schedule.yaml"
@@ -25,14 +26,14 @@ PELICAN_APP = "kubernetes/apps/pelican/pelican/app"
 VELERO_RELEASE = f"{VELERO_APP}/helmrelease.yaml"
 
 
-def errors(findings):
+def errors(findings: list[Finding]) -> list[Finding]:
     return [f for f in findings if f.severity == "error" and f.suppressed is None]
 
 
 # -- 1. what Flux applies -------------------------------------------------------------------------
 
 
-def test_files_nothing_applies_are_not_checked(example_repo):
+def test_files_nothing_applies_are_not_checked(example_repo: RepoCopy) -> None:
     # archive/, Ansible and Talos files, and a commented-out ks.yaml: nothing applies them.
     example_repo.write("archive/apps/old/ks.yaml", FLUX_KS.format(name="old", path="./kubernetes/apps/old/app"))
     example_repo.write("ansible/host_vars/node.sops.yml", "kind: Whatever\nsops: {}\n")
@@ -48,7 +49,7 @@ def test_files_nothing_applies_are_not_checked(example_repo):
     assert Path("archive/apps/old/ks.yaml") in catalogue.unapplied_files
 
 
-def test_a_kustomization_of_another_repository_contributes_nothing(example_repo):
+def test_a_kustomization_of_another_repository_contributes_nothing(example_repo: RepoCopy) -> None:
     # An upstream operator's source: its path is a folder of that repository, and this repo's files
     # under the same path are not what it applies.
     example_repo.write("kubernetes/apps/pelican/operator/ks.yaml", """apiVersion: source.toolkit.fluxcd.io/v1
@@ -85,7 +86,7 @@ spec:
     assert not operator.local_source
 
 
-def test_kustomize_namespace_moves_flux_kustomizations_and_dependsOn_follows(example_repo):
+def test_kustomize_namespace_moves_flux_kustomizations_and_dependsOn_follows(example_repo: RepoCopy) -> None:
     # kustomize's `namespace:` overrides the Flux Kustomization's own metadata.namespace.
     example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "kind: Kustomization\n",
                          "kind: Kustomization\nnamespace: pelican\n")
@@ -99,14 +100,14 @@ def test_kustomize_namespace_moves_flux_kustomizations_and_dependsOn_follows(exa
     assert pelican.namespace == "pelican"
 
 
-def test_a_leading_slash_path_is_the_same_folder(example_repo):
+def test_a_leading_slash_path_is_the_same_folder(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_KS, "path: ./kubernetes/apps/pelican/pelican/app",
                          "path: /kubernetes/apps/pelican/pelican/app")
     assert errors(example_repo.findings("flux-kustomization")) == []
     assert any(m.name == "pelican-data" for m in example_repo.catalogue().deployed())
 
 
-def test_a_patch_file_is_not_an_object(example_repo):
+def test_a_patch_file_is_not_an_object(example_repo: RepoCopy) -> None:
     example_repo.write(f"{PELICAN_APP}/patches/release.yaml", "apiVersion: helm.toolkit.fluxcd.io/v2\n"
                        "kind: HelmRelease\nmetadata: {name: pelican}\nspec: {values: {replicas: 2}}\n")
     example_repo.replace(f"{PELICAN_APP}/kustomization.yaml", "  - ./httproute.yaml\n",
@@ -114,7 +115,7 @@ def test_a_patch_file_is_not_an_object(example_repo):
     assert errors(example_repo.findings("crd-schema")) == []
 
 
-def test_a_flux_instance_values_file_is_an_entry_point(example_repo):
+def test_a_flux_instance_values_file_is_an_entry_point(example_repo: RepoCopy) -> None:
     example_repo.delete("kubernetes/flux/cluster/ks.yaml")
     example_repo.write("bootstrap/flux-instance-values.yaml",
                        "instance:\n  sync:\n    kind: GitRepository\n    url: https://example.org/repo.git\n"
@@ -127,7 +128,7 @@ def test_a_flux_instance_values_file_is_an_entry_point(example_repo):
 # -- 2. YAML as kustomize reads it ---------------------------------------------------------------
 
 
-def test_yaml_reads_as_go_yaml_v3(tmp_path):
+def test_yaml_reads_as_go_yaml_v3(tmp_path: Path) -> None:
     path = tmp_path / "values.yaml"
     path.write_text("a: &x 1\nb: *x\nc: &x 2\nd: *x\nhuge_pages: off\nwal: yes\nday: 2024-01-01\n"
                     "env: !env_var API_KEY\n=: value\nm: {<<: {p: 1}, q: 2}\n")
@@ -136,7 +137,7 @@ def test_yaml_reads_as_go_yaml_v3(tmp_path):
                              "day": "2024-01-01", "env": "API_KEY", "=": "value", "m": {"p": 1, "q": 2}}
 
 
-def test_a_cnpg_parameter_off_is_a_string_for_the_schema(example_repo):
+def test_a_cnpg_parameter_off_is_a_string_for_the_schema(example_repo: RepoCopy) -> None:
     example_repo.replace("kubernetes/apps/immich/immich/app/cluster.yaml", "  storage:",
                          "  postgresql:\n    parameters:\n      huge_pages: off\n  storage:")
     assert errors(example_repo.findings("crd-schema")) == []
@@ -145,7 +146,7 @@ def test_a_cnpg_parameter_off_is_a_string_for_the_schema(example_repo):
 # -- 4. Velero 1.16 semantics -------------------------------------------------------------------
 
 
-def test_include_cluster_resources_unset_keeps_pvs(example_repo):
+def test_include_cluster_resources_unset_keeps_pvs(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_SCHEDULE, "    includeClusterResources: true\n", "")
     assert example_repo.findings("schedule-cluster-resources") == []
     example_repo.replace(PELICAN_SCHEDULE, "    ttl: 720h0m0s\n",
@@ -154,7 +155,7 @@ def test_include_cluster_resources_unset_keeps_pvs(example_repo):
     assert "includeClusterResources is false" in finding.problem
 
 
-def test_an_omitted_storage_location_is_the_default_bsl_whatever_its_name(example_repo):
+def test_an_omitted_storage_location_is_the_default_bsl_whatever_its_name(example_repo: RepoCopy) -> None:
     example_repo.replace(VELERO_RELEASE, "        - name: default\n", "        - name: minio\n")
     example_repo.replace(PELICAN_SCHEDULE, "    storageLocation: default\n", "")
     findings = example_repo.findings("schedule-storage-location")
@@ -162,7 +163,7 @@ def test_an_omitted_storage_location_is_the_default_bsl_whatever_its_name(exampl
     assert default_storage_location([("offsite", False), ("minio", True)], "default") == "minio"
 
 
-def test_csi_snapshots_cover_volumes_when_fs_backup_is_off(example_repo):
+def test_csi_snapshots_cover_volumes_when_fs_backup_is_off(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_SCHEDULE, "defaultVolumesToFsBackup: true", "defaultVolumesToFsBackup: false")
     assert len(example_repo.findings("schedule-fs-backup")) == 1
     example_repo.replace(VELERO_RELEASE, "      defaultVolumesToFsBackup: true",
@@ -170,7 +171,7 @@ def test_csi_snapshots_cover_volumes_when_fs_backup_is_off(example_repo):
     assert example_repo.findings("schedule-fs-backup") == []
 
 
-def test_fs_backup_without_the_node_agent_backs_up_nothing(example_repo):
+def test_fs_backup_without_the_node_agent_backs_up_nothing(example_repo: RepoCopy) -> None:
     text = example_repo.path(VELERO_RELEASE).read_text()
     assert "deployNodeAgent: true" in text
     example_repo.replace(VELERO_RELEASE, "deployNodeAgent: true", "deployNodeAgent: false")
@@ -178,7 +179,7 @@ def test_fs_backup_without_the_node_agent_backs_up_nothing(example_repo):
     assert findings and all("node-agent is not deployed" in f.problem for f in findings), rendered(findings)
 
 
-def test_volume_coverage_by_opt_in_annotation_and_restic_default():
+def test_volume_coverage_by_opt_in_annotation_and_restic_default() -> None:
     server = VeleroServer()
     assert volume_coverage({}, server, volume="data").loses_data
     opted = volume_coverage({}, server, volume="data", pod_annotations={"backup.velero.io/backup-volumes": "data"})
@@ -187,7 +188,7 @@ def test_volume_coverage_by_opt_in_annotation_and_restic_default():
     assert volume_coverage({"snapshotVolumes": False}, VeleroServer(csi=True), volume="data").loses_data
 
 
-def test_more_than_one_snapshot_location_for_a_provider_fails_every_backup(example_repo):
+def test_more_than_one_snapshot_location_for_a_provider_fails_every_backup(example_repo: RepoCopy) -> None:
     example_repo.write(f"{VELERO_APP}/vsl.yaml", "".join(
         f"---\napiVersion: velero.io/v1\nkind: VolumeSnapshotLocation\nmetadata: {{name: {n}, namespace: velero}}\n"
         "spec: {provider: aws}\n" for n in ("one", "two")))
@@ -196,13 +197,13 @@ def test_more_than_one_snapshot_location_for_a_provider_fails_every_backup(examp
     assert findings and all("more than one VolumeSnapshotLocation for provider 'aws'" in f.problem for f in findings)
 
 
-def test_a_paused_schedule_takes_no_backups(example_repo):
+def test_a_paused_schedule_takes_no_backups(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_SCHEDULE, '  schedule: "0 2 * * *"', '  schedule: "0 2 * * *"\n  paused: true')
     (finding,) = example_repo.findings("schedule-paused")
     assert finding.subject == "Schedule velero/pelican-daily"
 
 
-def test_hook_selection_honours_match_expressions_and_excluded_namespaces():
+def test_hook_selection_honours_match_expressions_and_excluded_namespaces() -> None:
     resource = {"includedNamespaces": ["*"], "excludedNamespaces": ["kube-system"],
                 "labelSelector": {"matchExpressions": [{"key": "app", "operator": "In", "values": ["db"]}]}}
     assert hook_selects(resource, namespace="shop", labels={"app": "db"})
@@ -210,7 +211,7 @@ def test_hook_selection_honours_match_expressions_and_excluded_namespaces():
     assert not hook_selects(resource, namespace="kube-system", labels={"app": "db"})
 
 
-def test_a_foreground_sleep_is_not_a_freeze(example_repo):
+def test_a_foreground_sleep_is_not_a_freeze(example_repo: RepoCopy) -> None:
     from tests.test_rules import _simple_pricebuddy_hooks
     example_repo.write("kubernetes/apps/velero/velero/app/schedules/pricebuddy-schedule.yaml", _simple_pricebuddy_hooks(
         pre='mariadb -uroot -e "FLUSH TABLES WITH READ LOCK; SELECT SLEEP(5)"', post='pkill mariadb'))
@@ -218,7 +219,7 @@ def test_a_foreground_sleep_is_not_a_freeze(example_repo):
     assert any("releases the lock as soon as that session ends" in p for p in problems), problems
 
 
-def test_a_database_image_running_a_client_is_not_a_database():
+def test_a_database_image_running_a_client_is_not_a_database() -> None:
     assert runs_database_server(kind="CronJob", image="postgres:16") is None
     assert runs_database_server(kind="Deployment", image="postgres:16", command=["sh", "-c", "pg_dump app"]) is None
     assert runs_database_server(kind="Deployment", image="docker.io/library/mariadb:11") == "mysql"
@@ -227,7 +228,7 @@ def test_a_database_image_running_a_client_is_not_a_database():
 # -- 5. other backup mechanisms -----------------------------------------------------------------
 
 
-def test_cnpg_object_store_backups_and_volsync_cover_a_namespace(example_repo):
+def test_cnpg_object_store_backups_and_volsync_cover_a_namespace(example_repo: RepoCopy) -> None:
     example_repo.replace("kubernetes/apps/velero/velero/app/kustomization.yaml",
                          "  - ./schedules/immich-schedule.yaml\n", "")
     assert [f.subject for f in example_repo.findings("namespace-covered")] == ["namespace immich"]
@@ -257,7 +258,7 @@ spec: {sourcePVC: immich-library}
 # -- 6. schema noise -----------------------------------------------------------------------------
 
 
-def test_an_unresolved_variable_skips_pattern_checks(example_repo):
+def test_an_unresolved_variable_skips_pattern_checks(example_repo: RepoCopy) -> None:
     text = example_repo.path(f"{PELICAN_APP}/httproute.yaml").read_text()
     assert "hostnames:" in text
     example_repo.replace(f"{PELICAN_APP}/httproute.yaml", "hostnames:\n",
@@ -265,7 +266,7 @@ def test_an_unresolved_variable_skips_pattern_checks(example_repo):
     assert errors(example_repo.findings("crd-schema")) == []
 
 
-def test_objects_of_unpinned_groups_get_one_advisory(example_repo):
+def test_objects_of_unpinned_groups_get_one_advisory(example_repo: RepoCopy) -> None:
     example_repo.write(f"{PELICAN_APP}/receiver.yaml", "".join(
         f"---\napiVersion: notification.toolkit.fluxcd.io/v1\nkind: Receiver\nmetadata: {{name: r{i}}}\n"
         "spec: {type: github}\n" for i in range(3)))
@@ -275,7 +276,7 @@ def test_objects_of_unpinned_groups_get_one_advisory(example_repo):
     assert "Receiver (3:" in findings[0].problem
 
 
-def test_an_api_version_an_older_installed_flux_serves_is_a_warning(example_repo):
+def test_an_api_version_an_older_installed_flux_serves_is_a_warning(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_SCHEDULE, "apiVersion: velero.io/v1", "apiVersion: velero.io/v2")
     (finding,) = example_repo.findings("crd-schema")
     assert finding.severity == "error"
@@ -289,7 +290,7 @@ def test_an_api_version_an_older_installed_flux_serves_is_a_warning(example_repo
 # -- 7. suppressions users can live with --------------------------------------------------------
 
 
-def test_ignore_entries_need_a_reason_and_are_reported_as_suppressed(example_repo):
+def test_ignore_entries_need_a_reason_and_are_reported_as_suppressed(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_SCHEDULE, "ttl: 720h0m0s", "ttl: 24h")
     config = example_repo.path("restoredrill.yaml")
     config.write_text(config.read_text() + "ignore:\n  - rule: schedule-ttl\n    object: Schedule velero/pelican-*\n"
@@ -303,7 +304,7 @@ def test_ignore_entries_need_a_reason_and_are_reported_as_suppressed(example_rep
                      base_dir=example_repo.root)
 
 
-def test_exempting_one_app_does_not_silence_the_others_of_its_namespace(example_repo):
+def test_exempting_one_app_does_not_silence_the_others_of_its_namespace(example_repo: RepoCopy) -> None:
     # A second app in pelican's namespace, with its own claim, and pelican's Schedule gone.
     example_repo.write("kubernetes/apps/pelican/wiki/ks.yaml",
                        FLUX_KS.format(name="wiki", path="./kubernetes/apps/pelican/wiki/app").replace(
