@@ -224,6 +224,9 @@ def independent_leftovers(cluster_dir: Path, bridge: str) -> list[str]:
     for logs in (Path("/var/log/containers"), Path("/var/log/pods")):
         if logs.is_dir():
             found += [f"pod log {p}" for p in logs.iterdir() if p.is_symlink() or p.is_dir()]
+    cni_cache = Path("/var/lib/cni/results")
+    if cni_cache.is_dir():
+        found += [f"cni cache {p}" for p in cni_cache.iterdir()]
     shims = Path("/run/containerd/s")
     if shims.is_dir():
         found += [f"shim socket {p}" for p in shims.iterdir()]

@@ -196,6 +196,7 @@ def make_podman_host(host: FakeHost) -> None:
     host.load_iptables(FOREIGN_NAT)
     host.paths.cni_cache.mkdir(parents=True)
     (host.paths.cni_cache / "podman-abc-eth0").write_text("{}")
+    (host.paths.cni_cache / "cni-loopback-abc-lo").write_text("{}")  # a sandbox of the system containerd
     host.paths.shim_sockets.mkdir(parents=True)
     (host.paths.shim_sockets / "0123456789abcdef").write_text("")  # a system containerd's shim
     host.mount_table.append(Mount("/run/netns/cni-1234", "nsfs", "nsfs"))
@@ -320,6 +321,8 @@ def run_our_cluster_beside(host: FakeHost, cluster: LocalCluster) -> None:
                          Mount(f"{kubelet_root}/pods/ours/volumes/token", "tmpfs", "tmpfs")]
     host.paths.cni_cache.mkdir(parents=True, exist_ok=True)
     (host.paths.cni_cache / "restoredrill-ours-eth0").write_text("{}")
+    (host.paths.cni_cache / "cni-loopback-ours-lo").write_text("{}")
+    (host.paths.cni_cache / "cni-loopback-sandbox1-lo").write_text("{}")
     address = str(cluster.layout.containerd_socket)
     host.procs[4242] = ["/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io", "-id", "sandbox1",
                         "-address", address]

@@ -123,31 +123,44 @@ class Footprint:
                         chain.startswith("CNI-") and iptables.mentions_network(tables, table, chain, CNI_NETWORK)):
                     found.append(Resource(Kind.IPTABLES_CHAIN, identifier))
         paths = self.host.paths
+        shims = self._our_shims()
         if paths.cni_cache.is_dir():
-            found += [Resource(Kind.CNI_CACHE, str(p)) for p in sorted(paths.cni_cache.iterdir())
-                      if p.name.startswith(f"{CNI_NETWORK}-") and p.name not in before.cni_cache]
-        for socket_path in self._our_shim_sockets():
-            if socket_path.name not in before.shim_sockets:
-                found.append(Resource(Kind.SHIM_SOCKET, str(socket_path)))
+            found += [Resource(Kind.CNI_CACHE, str(path)) for path in self._our_cni_cache(shims)
+                      if path.name not in before.cni_cache]
+        for shim_id, namespace in shims:
+            name = shim_socket_name(containerd_address=str(self.layout.containerd_socket), namespace=namespace,
+                                    shim_id=shim_id)
+            if (paths.shim_sockets / name).exists() and name not in before.shim_sockets:
+                found.append(Resource(Kind.SHIM_SOCKET, str(paths.shim_sockets / name)))
         found += [Resource(Kind.DIR, str(d), {"shared": "yes"}) for d in paths.shared_dirs()
                   if d.exists() and str(d) not in before.existing_dirs]
         self.ledger.record_all(found)
         return found
 
-    def _our_shim_sockets(self) -> list[Path]:
+    def _our_shims(self) -> list[tuple[str, str]]:
+        """(id, containerd namespace) of every shim serving our containerd; a pod's shim id is its sandbox id."""
         address = str(self.layout.containerd_socket)
-        sockets = []
+        shims = []
         for _pid, argv in self.host.processes():
-            if not Path(argv[0]).name.startswith("containerd-shim") or address not in argv:
-                continue
-            shim_id = _flag(argv, "-id")
-            if shim_id:
-                name = shim_socket_name(containerd_address=address, shim_id=shim_id,
-                                        namespace=_flag(argv, "-namespace") or CRI_NAMESPACE)
-                path = self.host.paths.shim_sockets / name
-                if path.exists():
-                    sockets.append(path)
-        return sockets
+            if Path(argv[0]).name.startswith("containerd-shim") and address in argv:
+                shim_id = _flag(argv, "-id")
+                if shim_id:
+                    shims.append((shim_id, _flag(argv, "-namespace") or CRI_NAMESPACE))
+        return shims
+
+    def _our_cni_cache(self, shims: list[tuple[str, str]]) -> list[Path]:
+        """containerd's CNI result cache entries of our pods: NETWORK-SANDBOX-IFNAME for our network,
+        and the loopback network's `cni-loopback-SANDBOX-lo` of the same sandboxes."""
+        entries = sorted(self.host.paths.cni_cache.iterdir())
+        ours, loopback = f"{CNI_NETWORK}-", "cni-loopback-"
+
+        def sandbox(name: str, prefix: str) -> str:
+            return name[len(prefix):].rsplit("-", 1)[0]
+
+        sandboxes = {shim_id for shim_id, _ in shims}
+        sandboxes |= {sandbox(e.name, ours) for e in entries if e.name.startswith(ours)}
+        return [e for e in entries if e.name.startswith(ours)
+                or (e.name.startswith(loopback) and sandbox(e.name, loopback) in sandboxes)]
 
     # ---- removing what is ours, kind by kind ------------------------------------------------
     def kill_cgroup_processes(self) -> None:
