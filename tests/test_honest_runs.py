@@ -6,12 +6,10 @@ None of these needs a cluster: each path fails before one would be made, which i
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import pytest
 
 from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
-from tests.providers.fake_apiserver import running_fake_apiserver
 
 pytest_plugins = ("pytester",)
 
@@ -88,21 +86,6 @@ def test_skips_are_accepted_when_the_user_says_so(project: pytest.Pytester) -> N
                                           "-p", "no:cacheprovider")
     result.assert_outcomes(skipped=2, xfailed=1)
     assert result.ret == 0
-
-
-def test_a_drill_on_a_cluster_we_did_not_create_fails_instead_of_skipping(project: pytest.Pytester,
-                                                                         tmp_path: Path) -> None:
-    """The `existing` provider used to skip every drill and exit 0."""
-    with running_fake_apiserver() as server:
-        kubeconfig = server.kubeconfig(tmp_path)
-        result = project.runpytest_subprocess("suites/drills/test_namespace_restore.py", "-k", "pelican",
-                                              "--gitops-repo", "repo", "--cluster-provider", "existing",
-                                              "--cluster-kubeconfig", str(kubeconfig), "-p", "no:cacheprovider")
-    assert result.ret == 1, result.stdout.str()
-    result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["*this drill was selected and did not run, so nothing was proven: "
-                                 "the platform is only installed on a cluster restoredrill created*"])
-    assert not server.deletes()
 
 
 RUNBOOK_STEP_DRILL = """

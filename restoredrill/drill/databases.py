@@ -93,8 +93,8 @@ class CnpgRecovery:
     def configure_object_store_backups(self, *, server_name: str) -> None:
         """Turn on barman backups for the live Cluster (the fix of TD-004) and wait for WAL archiving."""
         ns = self.source_namespace
-        self.ctx.apply([s3_credentials_secret(self.cnpg.credentials, namespace=ns)])
-        store = barman_object_store(self.cnpg.endpoint, server_name=server_name)
+        self.ctx.apply([s3_credentials_secret(self.cnpg.store()[1], namespace=ns)])
+        store = barman_object_store(self.cnpg.store()[0], server_name=server_name)
         self.ctx.merge_patch(GROUP, VERSION, "clusters", ns, self.name, {"spec": {"backup": {"barmanObjectStore":
                                                                                              store}}})
 
@@ -115,24 +115,24 @@ class CnpgRecovery:
 
     def check_backup_exists(self, *, server_name: str) -> None:
         """Fail fast, and clearly, when the object store holds no base backup for `server_name`."""
-        bucket = self.cnpg.endpoint.cnpg_bucket
+        bucket = self.cnpg.store()[0].cnpg_bucket
         prefix = f"{server_name}/base/"
         keys = self.s3.list_keys(bucket, prefix=prefix)
         if not keys:
             raise RecoveryFailed(
-                f"no CNPG base backup under s3://{bucket}/{prefix} on {self.cnpg.endpoint.url}: a Cluster "
+                f"no CNPG base backup under s3://{bucket}/{prefix} on {self.cnpg.store()[0].url}: a Cluster "
                 f"bootstrapped from it would never start",
                 remedy="check externalClusters[].barmanObjectStore destinationPath and serverName against the "
                 "Cluster that took the backups (its spec.backup.barmanObjectStore), and that a Backup completed")
 
     def recover_from_object_store(self, *, namespace: str, server_name: str) -> RecoveryRecord:
-        record = RecoveryRecord(option="B", source=f"s3://{self.cnpg.endpoint.cnpg_bucket}/{server_name}",
+        record = RecoveryRecord(option="B", source=f"s3://{self.cnpg.store()[0].cnpg_bucket}/{server_name}",
                                 target=f"{namespace}/{self.name}")
         started = time.monotonic()
         self.check_backup_exists(server_name=server_name)
         source = f"{self.name}-backup"
-        store = barman_object_store(self.cnpg.endpoint, server_name=server_name)
-        self.ctx.apply([s3_credentials_secret(self.cnpg.credentials, namespace=namespace)])
+        store = barman_object_store(self.cnpg.store()[0], server_name=server_name)
+        self.ctx.apply([s3_credentials_secret(self.cnpg.store()[1], namespace=namespace)])
         self.ctx.apply([recovery_cluster(self.cluster, namespace=namespace, image=self.image,
                                          bootstrap={"recovery": {"source": source}},
                                          external=[{"name": source, "barmanObjectStore": store}])])

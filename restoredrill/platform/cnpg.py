@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from restoredrill.errors import CommandError
+from restoredrill.errors import CommandError, NotOursError
 from restoredrill.platform.base import (
     Manifest,
     PlatformContext,
@@ -118,10 +118,23 @@ def backup_manifest(*, name: str, namespace: str, cluster: str) -> Manifest:
 class CloudNativePG:
     """Install / wait_ready / cluster helpers / uninstall of the CNPG operator."""
 
-    def __init__(self, ctx: PlatformContext, *, endpoint: S3Endpoint, credentials: ObjectStoreCredentials) -> None:
+    def __init__(self, ctx: PlatformContext, *, endpoint: S3Endpoint | None,
+                 credentials: ObjectStoreCredentials | None) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.credentials = credentials
+
+    @classmethod
+    def existing(cls, ctx: PlatformContext) -> CloudNativePG:
+        """The cluster's own operator (on a cluster restoredrill did not create): watched, never installed."""
+        return cls(ctx, endpoint=None, credentials=None)
+
+    def store(self) -> tuple[S3Endpoint, ObjectStoreCredentials]:
+        if self.endpoint is None or self.credentials is None:
+            raise NotOursError("CloudNativePG here is the cluster's own: restoredrill makes no Clusters with "
+                               "object-store credentials on it", remedy="run CNPG options B and C on a cluster "
+                               "restoredrill creates (--cluster-provider local or kind)")
+        return self.endpoint, self.credentials
 
     def manifests(self) -> list[Manifest]:
         rendered = self.ctx.kubectl(["kustomize", str(module_dir() / "config" / "default")],
@@ -129,6 +142,7 @@ class CloudNativePG:
         return customize_operator(load_yaml_documents(rendered), self.ctx.images)
 
     def install(self) -> None:
+        self.store()  # refuses on the cluster's own operator
         manifests = self.manifests()
         crds = [m for m in manifests if m["kind"] == "CustomResourceDefinition"]
         self.ctx.apply(crds)
@@ -159,9 +173,10 @@ class CloudNativePG:
     def create_cluster(self, *, name: str, namespace: str, recover_from: str | None = None,
                        storage_class: str | None = None) -> Manifest:
         """A one-instance Cluster (with its S3 credentials Secret) in an existing namespace."""
-        self.ctx.apply([s3_credentials_secret(self.credentials, namespace=namespace)])
+        endpoint, credentials = self.store()
+        self.ctx.apply([s3_credentials_secret(credentials, namespace=namespace)])
         body = cluster_manifest(name=name, namespace=namespace, image=image_ref(self.ctx.images, "postgresql"),
-                                endpoint=self.endpoint, recover_from=recover_from, storage_class=storage_class)
+                                endpoint=endpoint, recover_from=recover_from, storage_class=storage_class)
         return self.ctx.create_object(GROUP, VERSION, "clusters", namespace, body)
 
     def wait_for_cluster_healthy(self, *, name: str, namespace: str) -> Manifest:

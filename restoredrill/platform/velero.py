@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from restoredrill.errors import RestoreDrillError
+from restoredrill.errors import NotOursError, RestoreDrillError
 from restoredrill.pins import module_pins
 from restoredrill.platform.base import Manifest, PlatformContext, PlatformError, image_ref, labels, read_crds
 from restoredrill.platform.objectstore import ObjectStoreCredentials, S3Endpoint
@@ -227,16 +227,24 @@ def backup_from_schedule_template(template: Mapping[str, Any], *, name: str, nam
 def restore_manifest(*, name: str, backup_name: str, namespace: str = NAMESPACE,
                      included_namespaces: Sequence[str] | None = None,
                      namespace_mapping: Mapping[str, str] | None = None,
-                     restore_pvs: bool | None = None) -> Manifest:
+                     restore_pvs: bool | None = None, include_cluster_resources: bool | None = None,
+                     resource_modifier: str | None = None,
+                     labels: Mapping[str, str] | None = None) -> Manifest:
     spec: dict[str, Any] = {"backupName": backup_name}
+    if include_cluster_resources is not None:
+        spec["includeClusterResources"] = include_cluster_resources
+    if resource_modifier:
+        spec["resourceModifier"] = {"kind": "ConfigMap", "name": resource_modifier}
     if restore_pvs is not None:
         spec["restorePVs"] = restore_pvs
     if included_namespaces:
         spec["includedNamespaces"] = list(included_namespaces)
     if namespace_mapping:
         spec["namespaceMapping"] = dict(namespace_mapping)
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore",
-            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+    if labels:
+        metadata["labels"] = dict(labels)
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore", "metadata": metadata, "spec": spec}
 
 
 # ---- PodVolumeBackup/Restore evidence (pure, unit-tested) ----------------------------------------
@@ -332,12 +340,22 @@ def validated_since(bsl: Mapping[str, Any] | None, moment: datetime) -> bool:
 class Velero:
     """Install / wait_ready / client helpers / uninstall of Velero on a cluster."""
 
-    def __init__(self, ctx: PlatformContext, *, endpoint: S3Endpoint, credentials: ObjectStoreCredentials,
-                 namespace: str = NAMESPACE) -> None:
+    def __init__(self, ctx: PlatformContext, *, endpoint: S3Endpoint | None, credentials: ObjectStoreCredentials | None,
+                 namespace: str = NAMESPACE, bsl_name: str = BSL_NAME) -> None:
         self.ctx = ctx
         self.endpoint = endpoint
         self.credentials = credentials
         self.namespace = namespace
+        self.bsl_name = bsl_name
+
+    @classmethod
+    def existing(cls, ctx: PlatformContext, *, namespace: str, bsl_name: str) -> Velero:
+        """The user's own Velero on a cluster restoredrill did not create: used, never installed."""
+        return cls(ctx, endpoint=None, credentials=None, namespace=namespace, bsl_name=bsl_name)
+
+    @property
+    def installable(self) -> bool:
+        return self.endpoint is not None and self.credentials is not None
 
     # ---- install --------------------------------------------------------------------------------
     def crds(self) -> list[Manifest]:
@@ -349,6 +367,9 @@ class Velero:
 
     def manifests(self) -> list[Manifest]:
         """Everything but the CRDs, in apply order."""
+        if self.endpoint is None or self.credentials is None:
+            raise NotOursError(f"Velero in {self.namespace} is the cluster's own: restoredrill does not install "
+                               "over it", remedy="drill with the platform the cluster has")
         return [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": self.namespace, "labels": labels("velero")}},
             *rbac(namespace=self.namespace),
@@ -359,10 +380,11 @@ class Velero:
         ]
 
     def install(self) -> None:
+        manifests = self.manifests()  # refuses first on a Velero that is not ours
         self.ctx.apply(self.crds())
         self.ctx.wait_for_crds_established(["backupstoragelocations.velero.io", "backups.velero.io",
                                             "restores.velero.io"])
-        self.ctx.apply(self.manifests())
+        self.ctx.apply(manifests)
 
     def uninstall(self) -> None:
         """Remove the namespace and the binding; CRDs stay (other namespaces' objects use them)."""
@@ -391,17 +413,18 @@ class Velero:
                                      what=f"a node-agent on each of {len(nodes)} node(s)", expected=len(nodes))
 
     def bsl(self) -> Manifest | None:
-        return self.ctx.get_object(GROUP, VERSION, "backupstoragelocations", self.namespace, BSL_NAME)
+        return self.ctx.get_object(GROUP, VERSION, "backupstoragelocations", self.namespace, self.bsl_name)
 
     def check_bsl_available(self) -> None:
         """Raise `BackupStorageUnavailable` with Velero's message unless the BSL is Available now."""
         phase, message = bsl_state(self.bsl())
         if phase != "Available":
             raise BackupStorageUnavailable(
-                f"BackupStorageLocation {self.namespace}/{BSL_NAME} is {phase or 'not validated yet'}: "
+                f"BackupStorageLocation {self.namespace}/{self.bsl_name} is {phase or 'not validated yet'}: "
                 f"{message or 'no message'}",
-                remedy=f"check the object store at {self.endpoint.url} (bucket {self.endpoint.velero_bucket}) "
-                "and the credentials Secret",
+                remedy=(f"check the object store at {self.endpoint.url} (bucket {self.endpoint.velero_bucket}) "
+                        "and the credentials Secret" if self.endpoint else
+                        f"`velero backup-location get {self.bsl_name}` and the object store it points at"),
             )
 
     def wait_for_bsl_available(self) -> None:
@@ -419,7 +442,7 @@ class Velero:
                 self.check_bsl_available()
             return ("Available" if phase == "Available" else None), f"phase {phase or '(none)'} {message}".strip()
 
-        wait_until(f"BackupStorageLocation {BSL_NAME} to be Available", probe,
+        wait_until(f"BackupStorageLocation {self.bsl_name} to be Available", probe,
                    timeout=self.ctx.timeout("bsl_available"))
 
     def wait_for_bsl_unavailable(self) -> str:
@@ -429,7 +452,7 @@ class Velero:
             phase, message = bsl_state(self.bsl())
             return (message or phase if phase == "Unavailable" else None), f"phase {phase}"
 
-        return wait_until(f"BackupStorageLocation {BSL_NAME} to become Unavailable", probe,
+        return wait_until(f"BackupStorageLocation {self.bsl_name} to become Unavailable", probe,
                           timeout=self.ctx.timeout("bsl_unavailable"), interval=1.0)
 
     # ---- backups ----------------------------------------------------------------------------------
@@ -493,11 +516,13 @@ class Velero:
     # ---- restores ---------------------------------------------------------------------------------
     def create_restore(self, name: str, *, backup_name: str, included_namespaces: Sequence[str] | None = None,
                        namespace_mapping: Mapping[str, str] | None = None,
-                       restore_pvs: bool | None = None) -> Manifest:
+                       restore_pvs: bool | None = None, include_cluster_resources: bool | None = None,
+                       resource_modifier: str | None = None, labels: Mapping[str, str] | None = None) -> Manifest:
         self.check_bsl_available()
         body = restore_manifest(name=name, backup_name=backup_name, namespace=self.namespace,
                                 included_namespaces=included_namespaces, namespace_mapping=namespace_mapping,
-                                restore_pvs=restore_pvs)
+                                restore_pvs=restore_pvs, include_cluster_resources=include_cluster_resources,
+                                resource_modifier=resource_modifier, labels=labels)
         return self.ctx.create_object(GROUP, VERSION, "restores", self.namespace, body)
 
     def wait_for_restore(self, name: str) -> Manifest:

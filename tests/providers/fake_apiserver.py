@@ -30,6 +30,8 @@ class FakeApiServer:
     # Namespaced objects by (namespace, resource), and the volume source of every PV it "provisions".
     objects: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     pv_source: dict[str, Any] = field(default_factory=lambda: {"local": {"path": "/var/local-path-provisioner/x"}})
+    # CustomResourceDefinitions it lists (none: a cluster without Velero, CNPG or Flux).
+    crds: list[dict[str, Any]] = field(default_factory=list)
 
     def persistent_volume(self, name: str) -> dict[str, Any]:
         return {
@@ -125,6 +127,9 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                         "platform": "linux/amd64",
                     },
                 )
+            if path == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" and method == "GET":
+                return self._send(200, {"kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
+                                        "metadata": {}, "items": server.crds})
             if path == NAMESPACES and method == "GET":
                 selector = parse_qs(url.query).get("labelSelector", [""])[0]
                 items = [
