@@ -8,52 +8,86 @@ the path or the object, so a failed drill explains itself in the report.
 from __future__ import annotations
 
 import re
+import stat
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any, Literal
 
-EntryKind = Literal["file", "dir", "symlink"]
+EntryKind = Literal["file", "dir", "symlink", "fifo", "socket", "char-device", "block-device"]
+SPECIAL_KINDS: frozenset[str] = frozenset({"fifo", "socket", "char-device", "block-device"})
 
 
 @dataclass(frozen=True)
 class Entry:
-    """One path inside a volume, as recorded by an inventory (relative to the volume root)."""
+    """One path inside a volume, as recorded by an inventory (relative to the volume root, which is
+    itself the entry "."). Metadata left None was not recorded and compares equal only to None."""
 
     path: str
     kind: EntryKind
-    size: int = 0
+    size: int = 0  # files only (a directory's size is the file system's business, not the data's)
     sha256: str | None = None  # files only
     target: str | None = None  # symlinks only
+    mode: int | None = None  # permission bits with setuid, setgid and sticky (0o7777)
+    uid: int | None = None
+    gid: int | None = None
+    mtime: int | None = None  # whole seconds since the epoch
+    hard_links: tuple[str, ...] = ()  # the other paths of the same volume sharing this entry's inode
+    device: str | None = None  # major:minor, character and block devices only
+
+
+# st_mode's file-type bits (S_IFMT) -> kind.
+_KINDS: dict[int, EntryKind] = {
+    stat.S_IFREG: "file", stat.S_IFDIR: "dir", stat.S_IFLNK: "symlink", stat.S_IFIFO: "fifo",
+    stat.S_IFSOCK: "socket", stat.S_IFCHR: "char-device", stat.S_IFBLK: "block-device",
+}
+INVENTORY_FIELDS = ("st_mode(hex)<TAB>size<TAB>uid<TAB>gid<TAB>mtime<TAB>dev:inode<TAB>links<TAB>rdev<TAB>"
+                    "sha256|target|-<TAB>path")
 
 
 def parse_inventory(text: str) -> dict[str, Entry]:
-    """Read an inventory: one record per line, `kind<TAB>size<TAB>sha256-or-target<TAB>path`.
+    """Read an inventory (data.INVENTORY_SCRIPT): one record per line, `INVENTORY_FIELDS`.
 
-    `kind` is f, d or l. Paths are relative to the volume root; in paths and link targets the
-    inventory script escapes backslash, tab and newline as \\\\, \\t and \\n.
+    The raw st_mode (busybox `stat -c %f`) gives the kind and the permission bits. Paths are
+    relative to the volume root ("." is the root); in paths and link targets the inventory script
+    escapes backslash, tab and newline as \\\\, \\t and \\n. Entries sharing an inode get each
+    other's paths in `hard_links` (the inode numbers themselves never survive a restore).
     """
     entries: dict[str, Entry] = {}
+    inodes: dict[str, list[str]] = {}
     for number, line in enumerate(text.split("\n"), start=1):
         if not line:
             continue
         fields = line.split("\t")
-        if len(fields) != 4 or fields[0] not in ("f", "d", "l"):
-            raise ValueError(f"inventory line {number} is not `kind<TAB>size<TAB>digest<TAB>path`: {line!r}")
-        kind_code, size, digest, path = fields
-        if kind_code == "f" and not (_SHA256.fullmatch(digest) and size.isdigit()):
+        if len(fields) != 10 or not all(_NUMBER.fullmatch(f) for f in (*fields[1:5], fields[6])):
+            raise ValueError(f"inventory line {number} is not `{INVENTORY_FIELDS}`: {line!r}")
+        raw_mode, size, uid, gid, mtime, inode, links, rdev, extra, path = fields
+        try:
+            st_mode = int(raw_mode, 16)
+        except ValueError:
+            raise ValueError(f"inventory line {number}: {raw_mode!r} is not a hexadecimal st_mode: {line!r}") from None
+        kind = _KINDS.get(stat.S_IFMT(st_mode))
+        if kind is None:
+            raise ValueError(f"inventory line {number}: st_mode {raw_mode} is of no known file type: {line!r}")
+        if kind == "file" and not _SHA256.fullmatch(extra):
             # An unreadable file must never compare equal to another unreadable file.
-            raise ValueError(f"inventory line {number}: file {path!r} has no readable size and SHA-256: {line!r}")
+            raise ValueError(f"inventory line {number}: file {path!r} has no readable SHA-256: {line!r}")
         path = _unescape(path)
-        if kind_code == "f":
-            entries[path] = Entry(path=path, kind="file", size=int(size), sha256=digest)
-        elif kind_code == "d":
-            entries[path] = Entry(path=path, kind="dir")
-        else:
-            entries[path] = Entry(path=path, kind="symlink", target=_unescape(digest))
+        entries[path] = Entry(
+            path=path, kind=kind, size=int(size) if kind == "file" else 0,
+            sha256=extra if kind == "file" else None, target=_unescape(extra) if kind == "symlink" else None,
+            mode=stat.S_IMODE(st_mode), uid=int(uid), gid=int(gid), mtime=int(mtime),
+            device=_device(rdev) if kind in ("char-device", "block-device") else None)
+        if kind != "dir" and int(links) > 1:
+            inodes.setdefault(inode, []).append(path)
+    for paths in inodes.values():
+        for path in paths:
+            entries[path] = replace(entries[path], hard_links=tuple(sorted(p for p in paths if p != path)))
     return entries
 
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_NUMBER = re.compile(r"-?[0-9]+")  # an mtime before 1970 is negative
 _ESCAPES = {"\\\\": "\\", "\\t": "\t", "\\n": "\n"}
 
 
@@ -61,29 +95,150 @@ def _unescape(text: str) -> str:
     return re.sub(r"\\[\\tn]", lambda m: _ESCAPES[m.group(0)], text)
 
 
+def _device(rdev: str) -> str:
+    # busybox prints major and minor in hex (`%t:%T`).
+    major, _, minor = rdev.partition(":")
+    return f"{int(major, 16)}:{int(minor, 16)}"
+
+
+# ---- what a correct Velero restore keeps -------------------------------------------------------
+# Checked in Velero v1.16.2 and the kopia fork it pins (github.com/project-velero/kopia
+# v0.0.0-20250227051353-20bfabbfc7a0), and measured with that kopia CLI:
+# - kopia restore (snapshot/restore/local_fs_output.go setAttributes; Velero's
+#   pkg/uploader/kopia/snapshot.go Restore sets no Skip* option) restores owner and group, the
+#   permission bits with setuid/setgid/sticky (fs.ModBits), and mtime of files, directories (in
+#   FinishDirectory, after their children) and symlinks (Lchown, Lutimes): all compared exactly.
+#   It runs with IgnorePermissionErrors, so a chown or chmod the node refuses leaves the file
+#   root-owned or with the wrong mode *silently*: exactly what this comparison catches.
+# - Linux has no symlink permissions (kopia's symlinkChmod is a no-op): a symlink's mode is not
+#   compared.
+# - Velero's node-agent, after kopia finished, removes `.velero/` from the volume and writes the
+#   done-file `.velero/<restore UID>` (pkg/controller/pod_volume_restore_controller.go
+#   OnDataPathCompleted); the restore helper may then remove `.velero/` again
+#   (cmd/velero-restore-helper removeFolder). So in a volume Velero restored, `.velero` and that
+#   one done-file are the only allowed extras, whatever `.velero/` held at backup time is gone by
+#   design, and the volume root's mtime is Velero's, not the backup's (tolerated, root only).
+# - Kopia keeps no hard links (its uploader stores each name as its own file; restored, they are
+#   separate inodes) and skips fifos, sockets and devices (fs/localfs entryFromDirEntry: unknown
+#   entry type, ignored under Velero's IgnoreUnknownTypes policy). Both are real differences of
+#   the restored data and fail, with that reason, except a socket: a socket file is a listening
+#   process's rendezvous, meaningless without it, and the app makes a new one (a note).
+VELERO_DONE_DIR = ".velero"
+ROOT = "."
+_NOT_KEPT = {
+    "hard_links": "Kopia keeps no hard links: each name is restored as a file of its own",
+    "special": "Velero's fs-backup (Kopia) does not back up fifos, sockets or device files",
+}
+
+
+@dataclass(frozen=True)
+class VolumeDiff:
+    """What a volume comparison found: `problems` fail the drill, `notes` are reported."""
+
+    problems: list[str]
+    notes: list[str]
+
+
 def compare_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[str, Entry],
-                   sentinel: str | None = None) -> list[str]:
-    """Problems with a restored volume: anything missing, added, changed in kind, size, bytes or
-    link target; and the post-backup sentinel present, which proves the data did not come from
-    the backup (the namespace was not really destroyed, or the restore reused live data)."""
+                   sentinel: str | None = None, restore_uid: str | None = None) -> list[str]:
+    """Problems with a restored volume (see `diff_volume`)."""
+    return diff_volume(volume=volume, expected=expected, actual=actual, sentinel=sentinel,
+                       restore_uid=restore_uid).problems
+
+
+def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[str, Entry],
+                sentinel: str | None = None, restore_uid: str | None = None) -> VolumeDiff:
+    """Compare a restored volume with what it held: anything missing, added, changed in kind, size,
+    bytes, link target, device, mode, owner, group, mtime or hard links, one problem per path that
+    names each differing field (at backup vs restored); and the post-backup sentinel present, which
+    proves the data did not come from the backup (the namespace was not really destroyed, or the
+    restore reused live data).
+
+    `restore_uid`: the volume was restored by that Velero Restore, so its bookkeeping is allowed
+    (`.velero/<restore_uid>`, by exact path, and the root's mtime; see above). Without it (a volume
+    that must survive on its own) nothing is tolerated.
+    """
     problems: list[str] = []
+    notes: list[str] = []
+    expected, actual, skip_root_mtime = _without_velero_bookkeeping(expected, actual, restore_uid=restore_uid)
     if sentinel is not None and sentinel in actual:
         problems.append(f"{volume}: sentinel {sentinel!r}, written after the backup, is present: the data was not "
                         "restored from the backup (was the namespace really deleted?)")
     for path in sorted(set(expected) - set(actual)):
-        problems.append(f"{volume}: {expected[path].kind} {path!r} is missing after the restore")
+        entry = expected[path]
+        if entry.kind == "socket":
+            notes.append(f"{volume}: socket {path!r} is not restored ({_NOT_KEPT['special']}; the app makes a new one)")
+        elif entry.kind in SPECIAL_KINDS:
+            problems.append(f"{volume}: {entry.kind} {path!r} is missing after the restore ({_NOT_KEPT['special']})")
+        else:
+            problems.append(f"{volume}: {entry.kind} {path!r} is missing after the restore")
     for path in sorted(set(actual) - set(expected) - {sentinel}):
         problems.append(f"{volume}: {actual[path].kind} {path!r} was not there at backup time")
     for path in sorted(set(expected) & set(actual)):
         before, after = expected[path], actual[path]
         if before.kind != after.kind:
             problems.append(f"{volume}: {path!r} was a {before.kind} and is now a {after.kind}")
-        elif before.kind == "file" and (before.size, before.sha256) != (after.size, after.sha256):
-            problems.append(f"{volume}: file {path!r} differs: {before.size} bytes sha256 {before.sha256} at "
-                            f"backup, {after.size} bytes sha256 {after.sha256} restored")
-        elif before.kind == "symlink" and before.target != after.target:
-            problems.append(f"{volume}: symlink {path!r} pointed to {before.target!r}, now to {after.target!r}")
-    return problems
+            continue
+        changes = entry_changes(before, after, compare_mtime=not (skip_root_mtime and path == ROOT))
+        if changes:
+            problems.append(f"{volume}: {before.kind} {path!r} differs: {'; '.join(changes)}")
+    return VolumeDiff(problems=problems, notes=notes)
+
+
+def _without_velero_bookkeeping(expected: Mapping[str, Entry], actual: Mapping[str, Entry], *,
+                                restore_uid: str | None) -> tuple[dict[str, Entry], dict[str, Entry], bool]:
+    if restore_uid is None:
+        return dict(expected), dict(actual), False
+    done_file = f"{VELERO_DONE_DIR}/{restore_uid}"
+
+    def velero(path: str) -> bool:
+        return path == VELERO_DONE_DIR or path.startswith(f"{VELERO_DONE_DIR}/")
+
+    kept = {path: entry for path, entry in expected.items() if not velero(path)}
+    restored = {path: entry for path, entry in actual.items()
+                if not (path == VELERO_DONE_DIR and entry.kind == "dir") and path != done_file}
+    return kept, restored, True
+
+
+def entry_changes(before: Entry, after: Entry, *, compare_mtime: bool = True) -> list[str]:
+    """Each field of two entries of one kind that differs, as `field X at backup, Y restored`."""
+    fields: list[tuple[str, object, object]] = []
+    if before.kind == "file":
+        fields += [("size", before.size, after.size), ("sha256", before.sha256, after.sha256)]
+    if before.kind == "symlink":
+        fields.append(("target", _quoted(before.target), _quoted(after.target)))
+    if before.kind in ("char-device", "block-device"):
+        fields.append(("device", before.device, after.device))
+    if before.kind != "symlink":
+        fields.append(("mode", _octal(before.mode), _octal(after.mode)))
+    fields += [("uid", before.uid, after.uid), ("gid", before.gid, after.gid)]
+    if compare_mtime:
+        fields.append(("mtime", _when(before.mtime), _when(after.mtime)))
+    changes = [f"{name} {_show(old)} at backup, {_show(new)} restored" for name, old, new in fields if old != new]
+    if before.hard_links != after.hard_links:
+        reason = f" ({_NOT_KEPT['hard_links']})" if before.hard_links and not after.hard_links else ""
+        changes.append(f"hard_links {_show(before.hard_links)} at backup, {_show(after.hard_links)} restored{reason}")
+    return changes
+
+
+def _octal(mode: int | None) -> str | None:
+    return None if mode is None else f"{mode:04o}"
+
+
+def _when(mtime: int | None) -> str | None:
+    return None if mtime is None else datetime.fromtimestamp(mtime, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _quoted(text: str | None) -> str | None:
+    return None if text is None else repr(text)
+
+
+def _show(value: object) -> str:
+    if value is None:
+        return "unrecorded"
+    if isinstance(value, tuple):
+        return "[" + ", ".join(repr(v) for v in value) + "]" if value else "none"
+    return str(value)
 
 
 @dataclass(frozen=True)

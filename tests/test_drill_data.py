@@ -4,8 +4,12 @@ import hashlib
 import io
 import os
 import shutil
+import socket
+import stat
 import subprocess
 import tarfile
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -25,7 +29,7 @@ from restoredrill.drill.data import (
     mysql_command,
     seed_archive,
 )
-from restoredrill.verify import Entry, parse_inventory
+from restoredrill.verify import Entry, compare_volume, parse_inventory
 
 BUSYBOX = Path("/bin/busybox")
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -136,21 +140,28 @@ def test_the_inventory_script_matches_the_host(seeded: tuple[Path, bytes]) -> No
         (volume / "app file.db").unlink()
 
 
+def host_entry(volume: Path, path: Path) -> Entry:
+    """What the inventory must say of `path`, read with Python's lstat."""
+    st = path.lstat()
+    relative = "." if path == volume else str(path.relative_to(volume))
+    entry = Entry(path=relative, kind="dir", mode=stat.S_IMODE(st.st_mode), uid=st.st_uid, gid=st.st_gid,
+                  mtime=int(st.st_mtime))
+    if path.is_symlink():
+        return replace(entry, kind="symlink", target=os.readlink(path))
+    if path.is_dir():
+        return entry
+    content = path.read_bytes()
+    return replace(entry, kind="file", size=len(content), sha256=hashlib.sha256(content).hexdigest())
+
+
 def check_inventory(volume: Path) -> None:
     inventory = inventory_of(volume)
-    expected_paths = set()
+    expected_paths = {"."}
+    assert inventory["."] == host_entry(volume, volume)
     for path in volume.rglob("*"):
         relative = str(path.relative_to(volume))
         expected_paths.add(relative)
-        entry = inventory[relative]
-        if path.is_symlink():
-            assert entry == Entry(path=relative, kind="symlink", target=os.readlink(path))
-        elif path.is_dir():
-            assert entry == Entry(path=relative, kind="dir")
-        else:
-            content = path.read_bytes()
-            assert entry == Entry(path=relative, kind="file", size=len(content),
-                                  sha256=hashlib.sha256(content).hexdigest()), relative
+        assert inventory[relative] == host_entry(volume, path), relative
     assert set(inventory) == expected_paths
     assert inventory[SEED_DIR].kind == "dir"
     assert inventory[f"{SEED_DIR}/empty-dir"].kind == "dir"
@@ -162,8 +173,8 @@ def check_inventory(volume: Path) -> None:
     assert inventory["app file.db"].size == len(b"the app's own data\n")
 
 
-def test_the_inventory_of_an_empty_volume_is_empty(tmp_path: Path) -> None:
-    assert inventory_of(tmp_path) == {}
+def test_the_inventory_of_an_empty_volume_is_its_root(tmp_path: Path) -> None:
+    assert inventory_of(tmp_path) == {".": host_entry(tmp_path, tmp_path)}
 
 
 # ---- table checks -------------------------------------------------------------------------------
@@ -255,6 +266,163 @@ def test_the_inventory_keeps_names_with_tabs_newlines_and_backslashes(tmp_path: 
     out = subprocess.run([*args, INVENTORY_SCRIPT, "inventory", str(tmp_path)], capture_output=True, text=True,
                          check=True).stdout
     inventory = parse_inventory(out)
-    assert sorted(inventory) == sorted([*names, "link"])
+    assert sorted(inventory) == sorted([".", *names, "link"])
     assert inventory["link"].target == "new\nline"
     assert inventory["back\\slash"].sha256 == hashlib.sha256(b"back\\slash").hexdigest()
+
+
+# ---- metadata, recorded for real and compared -----------------------------------------------------
+needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="chown and mknod need root")
+
+
+@pytest.fixture
+def shaped(tmp_path: Path) -> Path:
+    """A volume of every kind and mode the inventory records: owners, setuid/setgid/sticky, old
+    mtimes, a hard link pair, a fifo, a socket and (as root) a character device."""
+    volume = tmp_path / "volume"
+    (volume / "sticky").mkdir(parents=True)
+    (volume / "app.db").write_bytes(b"rows\n")
+    (volume / "settings").write_bytes(b"key: value\n")
+    (volume / "setuid").write_bytes(b"#!/bin/sh\n")
+    os.link(volume / "app.db", volume / "sticky" / "app.db.link")
+    os.symlink("app.db", volume / "current")
+    os.mkfifo(volume / "pipe")
+    with socket.socket(socket.AF_UNIX) as server:
+        server.bind(str(volume / "app.sock"))
+    os.chmod(volume / "sticky", 0o1777)
+    os.chmod(volume / "setuid", 0o4755)
+    os.chmod(volume / "settings", 0o640)
+    if os.geteuid() == 0:
+        os.mknod(volume / "null", 0o600 | stat.S_IFCHR, os.makedev(1, 3))
+        os.chown(volume / "settings", 1000, 2000)
+        os.lchown(volume / "current", 1000, 2000)
+    for path in ("settings", "setuid", "sticky"):
+        os.utime(volume / path, (1_600_000_000, 1_600_000_000))
+    return volume
+
+
+def test_the_inventory_records_kind_mode_owner_mtime_and_hard_links(shaped: Path) -> None:
+    inventory = inventory_of(shaped)
+    for path in [shaped, *shaped.rglob("*")]:
+        relative = "." if path == shaped else str(path.relative_to(shaped))
+        entry = inventory[relative]
+        st = path.lstat()
+        assert (entry.mode, entry.uid, entry.gid, entry.mtime) == (
+            stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, int(st.st_mtime)), relative
+    assert inventory["sticky"].mode == 0o1777 and inventory["setuid"].mode == 0o4755
+    assert inventory["settings"].mtime == 1_600_000_000 and inventory["settings"].mode == 0o640
+    assert inventory["app.db"].hard_links == ("sticky/app.db.link",)
+    assert inventory["sticky/app.db.link"].hard_links == ("app.db",)
+    assert inventory["setuid"].hard_links == ()
+    assert inventory["pipe"].kind == "fifo" and inventory["app.sock"].kind == "socket"
+    assert inventory["current"].kind == "symlink" and inventory["current"].target == "app.db"
+    if os.geteuid() == 0:
+        assert inventory["null"] == Entry(path="null", kind="char-device", mode=0o600, uid=0, gid=0,
+                                          mtime=inventory["null"].mtime, device="1:3")
+        assert (inventory["settings"].uid, inventory["settings"].gid) == (1000, 2000)
+        assert (inventory["current"].uid, inventory["current"].gid) == (1000, 2000)
+
+
+def restored_copy(volume: Path, into: Path) -> Path:
+    """A faithful "restore": cp -a keeps modes, owners, times and hard links."""
+    subprocess.run(["cp", "-a", str(volume), str(into)], check=True, timeout=60)
+    return into
+
+
+@pytest.mark.parametrize("fault, field", [
+    (lambda v: os.chmod(v / "settings", 0o644), "mode 0640 at backup, 0644 restored"),
+    (lambda v: os.chmod(v / "setuid", 0o755), "mode 4755 at backup, 0755 restored"),
+    (lambda v: os.chmod(v / "sticky", 0o777), "mode 1777 at backup, 0777 restored"),
+    (lambda v: os.utime(v / "settings", (1_600_000_000, 1_600_000_001)),
+     "mtime 2020-09-13T12:26:40Z at backup, 2020-09-13T12:26:41Z restored"),
+    (lambda v: os.utime(v / "sticky", (1_700_000_000, 1_700_000_000)), "mtime 2020-09-13T12:26:40Z at backup"),
+])
+def test_a_changed_mode_or_mtime_fails_naming_path_and_field(
+        shaped: Path, tmp_path: Path, fault: Callable[[Path], None], field: str) -> None:
+    before = inventory_of(shaped)
+    restored = restored_copy(shaped, tmp_path / "restored")
+    assert compare_volume(volume="v", expected=before, actual=inventory_of(restored)) == []
+    fault(restored)
+    (problem,) = compare_volume(volume="v", expected=before, actual=inventory_of(restored))
+    assert problem.startswith("v: ") and field in problem
+
+
+@needs_root
+def test_a_changed_owner_fails(shaped: Path, tmp_path: Path) -> None:
+    before = inventory_of(shaped)
+    restored = restored_copy(shaped, tmp_path / "restored")
+    os.chown(restored / "settings", 1001, 2000)
+    os.lchown(restored / "current", 1000, 0)
+    assert compare_volume(volume="v", expected=before, actual=inventory_of(restored)) == [
+        "v: symlink 'current' differs: gid 2000 at backup, 0 restored",
+        "v: file 'settings' differs: uid 1000 at backup, 1001 restored",
+    ]
+
+
+@needs_root
+def test_files_left_root_owned_with_mode_0000_fail(shaped: Path, tmp_path: Path) -> None:
+    """What a restore whose chown/chmod were refused (kopia ignores permission errors) leaves."""
+    before = inventory_of(shaped)
+    restored = restored_copy(shaped, tmp_path / "restored")
+    for path in (restored / "settings", restored / "setuid"):
+        os.chown(path, 0, 0)
+        os.chmod(path, 0)
+    problems = compare_volume(volume="v", expected=before, actual=inventory_of(restored))
+    assert problems == [
+        "v: file 'settings' differs: mode 0640 at backup, 0000 restored; uid 1000 at backup, 0 restored; "
+        "gid 2000 at backup, 0 restored",
+        "v: file 'setuid' differs: mode 4755 at backup, 0000 restored",
+    ]
+
+
+def test_a_broken_hard_link_fails_on_both_names(shaped: Path, tmp_path: Path) -> None:
+    before = inventory_of(shaped)
+    restored = restored_copy(shaped, tmp_path / "restored")
+    link = restored / "sticky" / "app.db.link"
+    stamp = link.stat()
+    link.unlink()
+    shutil.copy2(restored / "app.db", link)  # same bytes and times, its own inode: what kopia restores
+    os.utime(restored / "sticky", ns=(stamp.st_atime_ns, 1_600_000_000 * 10**9))
+    problems = compare_volume(volume="v", expected=before, actual=inventory_of(restored))
+    assert problems == [
+        "v: file 'app.db' differs: hard_links ['sticky/app.db.link'] at backup, none restored "
+        "(Kopia keeps no hard links: each name is restored as a file of its own)",
+        "v: file 'sticky/app.db.link' differs: hard_links ['app.db'] at backup, none restored "
+        "(Kopia keeps no hard links: each name is restored as a file of its own)",
+    ]
+
+
+def test_special_files_velero_does_not_back_up(shaped: Path, tmp_path: Path) -> None:
+    """A fifo or device missing after the restore fails with the reason; a socket is a note."""
+    from restoredrill.verify import diff_volume
+
+    before = inventory_of(shaped)
+    restored = restored_copy(shaped, tmp_path / "restored")
+    for name in ("pipe", "app.sock", "null"):
+        (restored / name).unlink(missing_ok=True)
+    os.utime(restored, (1, 1))  # the root's mtime is Velero's (done-file), tolerated with restore_uid
+    diff = diff_volume(volume="v", expected=before, actual=inventory_of(restored), restore_uid="u-1")
+    reason = "Velero's fs-backup (Kopia) does not back up fifos, sockets or device files"
+    expected = [f"v: fifo 'pipe' is missing after the restore ({reason})"]
+    if os.geteuid() == 0:
+        expected.insert(0, f"v: char-device 'null' is missing after the restore ({reason})")
+    assert diff.problems == expected
+    assert diff.notes == [f"v: socket 'app.sock' is not restored ({reason}; the app makes a new one)"]
+
+
+def test_velero_bookkeeping_is_allowed_by_exact_path_only(shaped: Path, tmp_path: Path) -> None:
+    """`.velero/<restore UID>` and the root's mtime are Velero's; any other `.velero/` entry is not."""
+    (shaped / ".velero").mkdir()
+    (shaped / ".velero" / "uid-of-an-older-restore").write_bytes(b"")
+    before = inventory_of(shaped)
+    restored = restored_copy(shaped, tmp_path / "restored")
+    shutil.rmtree(restored / ".velero")  # as the node-agent does (OnDataPathCompleted)
+    (restored / ".velero").mkdir(mode=0o755)
+    (restored / ".velero" / "uid-1").write_bytes(b"")
+    os.utime(restored, (1, 1))
+    assert compare_volume(volume="v", expected=before, actual=inventory_of(restored), restore_uid="uid-1") == []
+    # Not restored by Velero: the same differences all fail.
+    assert compare_volume(volume="v", expected=before, actual=inventory_of(restored))
+    (restored / ".velero" / "uid-2").write_bytes(b"")
+    assert compare_volume(volume="v", expected=before, actual=inventory_of(restored), restore_uid="uid-1") == [
+        "v: file '.velero/uid-2' was not there at backup time"]

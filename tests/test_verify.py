@@ -1,5 +1,6 @@
 """Each restore verifier fails on the fault it exists to catch, and passes on a faithful restore."""
 
+from dataclasses import replace
 from typing import cast
 
 import pytest
@@ -10,18 +11,37 @@ from restoredrill.verify import (
     compare_pod_volumes,
     compare_uids,
     compare_volume,
+    diff_volume,
     fs_backup_volumes,
     parse_inventory,
     unexpected_warnings,
 )
 
-INVENTORY = (
-    "d\t0\t-\tnested\n"
-    "f\t0\te3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855\tempty\n"
-    "f\t52428801\tab" + "0" * 62 + "\tnested/big.bin\n"
-    "l\t0\tnested/big.bin\tlink to big\n"
-    "f\t3\tcd" + "0" * 62 + "\twith\\ttab\n"
-)
+MTIME = 1_767_225_600  # 2026-01-01T00:00:00Z
+EMPTY_SHA = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+
+
+def line(mode: str, path: str, *, size: int = 0, uid: int = 0, gid: int = 0, mtime: int = MTIME, inode: int = 1,
+         links: int = 1, rdev: str = "0:0", extra: str = "-") -> str:
+    """One inventory record as data.INVENTORY_SCRIPT prints it (busybox `stat -c %f...`)."""
+    return f"{mode}\t{size}\t{uid}\t{gid}\t{mtime}\t65024:{inode}\t{links}\t{rdev}\t{extra}\t{path}\n"
+
+
+INVENTORY = "".join([
+    line("41ed", ".", size=4096, inode=1),
+    line("41ed", "nested", size=4096, inode=2, uid=1000, gid=1000),
+    line("81a4", "empty", inode=3, extra=EMPTY_SHA),
+    line("81a0", "nested/big.bin", size=52428801, inode=4, uid=1000, gid=2000, extra="ab" + "0" * 62),
+    line("a1ff", "link to big", size=14, inode=5, extra="nested/big.bin"),
+    line("81a4", "with\\ttab", size=3, inode=6, links=2, extra="cd" + "0" * 62),
+    line("81a4", "nested/same as with tab", size=3, inode=6, links=2, extra="cd" + "0" * 62),
+    line("89ed", "setuid-tool", size=3, inode=7, extra="ef" + "0" * 62),
+    line("43ff", "tmp", size=4096, inode=8),
+    line("11a4", "pipe", inode=9),
+    line("c1ed", "app.sock", inode=10),
+    line("21b6", "null", inode=11, rdev="1:3"),
+    line("61b0", "disk", inode=12, rdev="8:10"),
+])
 
 
 @pytest.fixture
@@ -31,15 +51,45 @@ def backed_up() -> dict[str, Entry]:
 
 def test_inventory_parses_every_kind(backed_up: dict[str, Entry]) -> None:
     assert backed_up["nested"].kind == "dir"
+    assert backed_up["nested"].size == 0  # a directory's size is not its data
     assert backed_up["empty"].size == 0
     assert backed_up["nested/big.bin"].size == 52428801
-    assert backed_up["link to big"] == Entry(path="link to big", kind="symlink", target="nested/big.bin")
+    assert backed_up["link to big"] == Entry(path="link to big", kind="symlink", target="nested/big.bin", mode=0o777,
+                                             uid=0, gid=0, mtime=MTIME)
     assert "with\ttab" in backed_up
+    assert [backed_up[p].kind for p in ("pipe", "app.sock", "null", "disk")] == [
+        "fifo", "socket", "char-device", "block-device"]
+    assert backed_up["null"].device == "1:3" and backed_up["disk"].device == "8:16"
 
 
-def test_a_bad_inventory_line_is_an_error() -> None:
+def test_inventory_parses_metadata(backed_up: dict[str, Entry]) -> None:
+    big = backed_up["nested/big.bin"]
+    assert (big.mode, big.uid, big.gid, big.mtime) == (0o640, 1000, 2000, MTIME)
+    assert backed_up["setuid-tool"].mode == 0o4755
+    assert backed_up["tmp"].mode == 0o1777
+    assert backed_up["."].kind == "dir" and backed_up["."].mode == 0o755
+
+
+def test_inventory_groups_hard_links_by_inode(backed_up: dict[str, Entry]) -> None:
+    assert backed_up["with\ttab"].hard_links == ("nested/same as with tab",)
+    assert backed_up["nested/same as with tab"].hard_links == ("with\ttab",)
+    assert backed_up["empty"].hard_links == ()
+    # A link count above one whose other names are outside the volume links nothing inside it.
+    (alone,) = parse_inventory(line("81a4", "f", inode=9, links=3, extra=EMPTY_SHA)).values()
+    assert alone.hard_links == ()
+
+
+@pytest.mark.parametrize("bad", [
+    "d\t0\t-\tthe old four-field format\n",
+    line("81a4", "f", extra="not-a-digest"),
+    line("81a4", "f", extra="unreadable"),
+    line("zz", "f", extra=EMPTY_SHA),
+    line("f1a4", "unknown type", extra="-"),
+    line("81a4", "f", extra=EMPTY_SHA).replace("\t0\t0\t", "\troot\t0\t", 1),
+])
+def test_a_bad_inventory_line_is_an_error(bad: str) -> None:
     with pytest.raises(ValueError, match="inventory line 2"):
-        parse_inventory("d\t0\t-\ta\nnonsense\n")
+        parse_inventory(line("41ed", ".") + bad)
 
 
 def test_a_faithful_restore_passes(backed_up: dict[str, Entry]) -> None:
@@ -48,9 +98,10 @@ def test_a_faithful_restore_passes(backed_up: dict[str, Entry]) -> None:
 
 def test_a_changed_byte_fails(backed_up: dict[str, Entry]) -> None:
     restored = dict(backed_up)
-    restored["nested/big.bin"] = Entry(path="nested/big.bin", kind="file", size=52428801, sha256="ff" * 32)
+    restored["nested/big.bin"] = replace(backed_up["nested/big.bin"], sha256="ff" * 32)
     (problem,) = compare_volume(volume="pelican-data", expected=backed_up, actual=restored)
-    assert problem.startswith("pelican-data: file 'nested/big.bin' differs")
+    assert problem == (f"pelican-data: file 'nested/big.bin' differs: sha256 {'ab' + '0' * 62} at backup, "
+                       f"{'ff' * 32} restored")
 
 
 def test_the_sentinel_present_fails(backed_up: dict[str, Entry]) -> None:
@@ -64,13 +115,100 @@ def test_missing_extra_retyped_and_relinked_entries_fail(backed_up: dict[str, En
     del restored["empty"]
     restored["stray"] = Entry(path="stray", kind="dir")
     restored["nested"] = Entry(path="nested", kind="file", size=0, sha256="x")
-    restored["link to big"] = Entry(path="link to big", kind="symlink", target="elsewhere")
+    restored["link to big"] = replace(backed_up["link to big"], target="elsewhere")
     problems = compare_volume(volume="v", expected=backed_up, actual=restored)
     assert problems == [
         "v: file 'empty' is missing after the restore",
         "v: dir 'stray' was not there at backup time",
-        "v: symlink 'link to big' pointed to 'nested/big.bin', now to 'elsewhere'",
+        "v: symlink 'link to big' differs: target 'nested/big.bin' at backup, 'elsewhere' restored",
         "v: 'nested' was a dir and is now a file",
+    ]
+
+
+@pytest.mark.parametrize("path, change, field", [
+    ("nested/big.bin", {"mode": 0o644}, "mode 0640 at backup, 0644 restored"),
+    ("setuid-tool", {"mode": 0o755}, "mode 4755 at backup, 0755 restored"),
+    ("tmp", {"mode": 0o777}, "mode 1777 at backup, 0777 restored"),
+    ("nested/big.bin", {"uid": 0}, "uid 1000 at backup, 0 restored"),
+    ("nested/big.bin", {"gid": 0}, "gid 2000 at backup, 0 restored"),
+    ("nested", {"mtime": MTIME + 1}, "mtime 2026-01-01T00:00:00Z at backup, 2026-01-01T00:00:01Z restored"),
+    ("link to big", {"mtime": MTIME - 60}, "mtime 2026-01-01T00:00:00Z at backup, 2025-12-31T23:59:00Z restored"),
+    ("nested/big.bin", {"size": 1}, "size 52428801 at backup, 1 restored"),
+    ("null", {"device": "1:5"}, "device 1:3 at backup, 1:5 restored"),
+    (".", {"mode": 0o700}, "mode 0755 at backup, 0700 restored"),
+    (".", {"mtime": MTIME + 5}, "mtime 2026-01-01T00:00:00Z at backup, 2026-01-01T00:00:05Z restored"),
+])
+def test_each_changed_field_fails_naming_path_and_field(backed_up: dict[str, Entry], path: str,
+                                                        change: dict[str, int | str], field: str) -> None:
+    restored = {**backed_up, path: replace(backed_up[path], **change)}  # type: ignore[arg-type]
+    (problem,) = compare_volume(volume="v", expected=backed_up, actual=restored)
+    assert problem == f"v: {backed_up[path].kind} {path!r} differs: {field}"
+
+
+def test_a_root_owned_mode_0000_restore_names_every_field(backed_up: dict[str, Entry]) -> None:
+    restored = {**backed_up, "nested/big.bin": replace(backed_up["nested/big.bin"], mode=0, uid=0, gid=0)}
+    assert compare_volume(volume="v", expected=backed_up, actual=restored) == [
+        "v: file 'nested/big.bin' differs: mode 0640 at backup, 0000 restored; uid 1000 at backup, 0 restored; "
+        "gid 2000 at backup, 0 restored"]
+
+
+def test_a_symlink_mode_is_not_compared(backed_up: dict[str, Entry]) -> None:
+    """Linux has no symlink permissions; kopia's symlinkChmod is a no-op there."""
+    restored = {**backed_up, "link to big": replace(backed_up["link to big"], mode=0o755)}
+    assert compare_volume(volume="v", expected=backed_up, actual=restored) == []
+
+
+def test_a_broken_hard_link_fails_with_kopias_reason(backed_up: dict[str, Entry]) -> None:
+    restored = {path: replace(entry, hard_links=()) for path, entry in backed_up.items()}
+    reason = "(Kopia keeps no hard links: each name is restored as a file of its own)"
+    assert compare_volume(volume="v", expected=backed_up, actual=restored) == [
+        f"v: file 'nested/same as with tab' differs: hard_links ['with\\ttab'] at backup, none restored {reason}",
+        f"v: file 'with\\ttab' differs: hard_links ['nested/same as with tab'] at backup, none restored {reason}",
+    ]
+    linked = {**backed_up, "empty": replace(backed_up["empty"], hard_links=("setuid-tool",))}
+    assert compare_volume(volume="v", expected=backed_up, actual=linked) == [
+        "v: file 'empty' differs: hard_links none at backup, ['setuid-tool'] restored"]
+
+
+def test_special_files_velero_skips_fail_with_the_reason_sockets_are_noted(backed_up: dict[str, Entry]) -> None:
+    restored = {p: e for p, e in backed_up.items() if e.kind not in ("fifo", "socket", "char-device", "block-device")}
+    diff = diff_volume(volume="v", expected=backed_up, actual=restored)
+    reason = "Velero's fs-backup (Kopia) does not back up fifos, sockets or device files"
+    assert diff.problems == [f"v: block-device 'disk' is missing after the restore ({reason})",
+                             f"v: char-device 'null' is missing after the restore ({reason})",
+                             f"v: fifo 'pipe' is missing after the restore ({reason})"]
+    assert diff.notes == [f"v: socket 'app.sock' is not restored ({reason}; the app makes a new one)"]
+
+
+def done_dir(uid: str = "restore-uid-1") -> dict[str, Entry]:
+    return {".velero": Entry(path=".velero", kind="dir", mode=0o755, uid=0, gid=0, mtime=MTIME + 99),
+            f".velero/{uid}": Entry(path=f".velero/{uid}", kind="file", sha256=EMPTY_SHA, mode=0o644, uid=0, gid=0,
+                                    mtime=MTIME + 99)}
+
+
+def test_velero_bookkeeping_is_allowed_in_a_volume_velero_restored(backed_up: dict[str, Entry]) -> None:
+    restored = {**backed_up, ".": replace(backed_up["."], mtime=MTIME + 99), **done_dir()}
+    assert compare_volume(volume="v", expected=backed_up, actual=restored, restore_uid="restore-uid-1") == []
+    # An earlier restore's done-file in the backup is removed by the node-agent before it writes its own.
+    older = {**backed_up, **done_dir("older-restore")}
+    assert compare_volume(volume="v", expected=older, actual=restored, restore_uid="restore-uid-1") == []
+
+
+def test_velero_bookkeeping_is_allowed_by_exact_path_only(backed_up: dict[str, Entry]) -> None:
+    restored = {**backed_up, **done_dir(), **done_dir("another-restore")}
+    assert compare_volume(volume="v", expected=backed_up, actual=restored, restore_uid="restore-uid-1") == [
+        "v: file '.velero/another-restore' was not there at backup time"]
+    not_a_dir = {**backed_up, ".velero": Entry(path=".velero", kind="file", sha256=EMPTY_SHA)}
+    assert compare_volume(volume="v", expected=backed_up, actual=not_a_dir, restore_uid="restore-uid-1") == [
+        "v: file '.velero' was not there at backup time"]
+
+
+def test_a_volume_velero_did_not_restore_tolerates_nothing(backed_up: dict[str, Entry]) -> None:
+    restored = {**backed_up, ".": replace(backed_up["."], mtime=MTIME + 99), **done_dir()}
+    assert compare_volume(volume="v", expected=backed_up, actual=restored) == [
+        "v: dir '.velero' was not there at backup time",
+        "v: file '.velero/restore-uid-1' was not there at backup time",
+        "v: dir '.' differs: mtime 2026-01-01T00:00:00Z at backup, 2026-01-01T00:01:39Z restored",
     ]
 
 

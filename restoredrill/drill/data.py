@@ -5,7 +5,8 @@ folder, nested folders, a symlink and a dangling one, a name with a space, a 1 M
 size and one over 50 MB), deterministic per app and claim. Its bytes come from one 1 MiB block
 made here from a hash chain and streamed into the pod; the large file is that block repeated with
 a numbered header per chunk, so no two chunks are equal. Inventories are taken inside the pod
-(busybox `find`, `stat`, `sha256sum`) of the *whole* volume, seed and app files alike.
+(busybox `find`, `stat`, `sha256sum`) of the *whole* volume, seed and app files alike, with the
+metadata a restore must keep (kind, mode, owner, group, mtime, hard links; see verify.py).
 
 Rows: MySQL/MariaDB and PostgreSQL get a `restoredrill_prices` table of 1000 deterministic rows;
 the check is the row count and an MD5 of the ordered contents, computed by the database.
@@ -57,11 +58,15 @@ ln -s /nonexistent/target "$d/dangling-link"
 sync
 """
 
-# One line per entry: kind<TAB>size<TAB>sha256-or-target<TAB>path (see verify.parse_inventory). Names
-# reach the loop intact (find -exec, no `read`); backslash, tab and newline are escaped as \\, \t, \n.
+# One line per entry, the volume root (".") included, in verify.INVENTORY_FIELDS order: raw st_mode
+# in hex (kind and permission bits, setuid/setgid/sticky included), size, uid, gid, mtime, dev:inode
+# and link count (hard links), device numbers, then the file's SHA-256, the symlink's target or "-",
+# then the path. One `stat` per entry reads every number at once. Names reach the loop intact
+# (find -exec, no `read`); backslash, tab and newline are escaped as \\, \t, \n. An unreadable file
+# prints "unreadable" instead of a digest, which parse_inventory refuses, naming the file.
 INVENTORY_SCRIPT = r"""set -eu
 cd "$1"
-find . -mindepth 1 -exec sh -c '
+find . -exec sh -c '
 set -eu
 tab=$(printf "\t"); nl=$(printf "\nx"); nl=${nl%x}
 esc() {
@@ -72,11 +77,13 @@ esc() {
     esac
 }
 for p do
-    rel=$(esc "${p#./}")
-    if [ -L "$p" ]; then printf "l\t0\t%s\t%s\n" "$(esc "$(readlink "$p")")" "$rel"
-    elif [ -d "$p" ]; then printf "d\t0\t-\t%s\n" "$rel"
-    elif [ -f "$p" ]; then printf "f\t%s\t%s\t%s\n" "$(stat -c %s "$p")" "$(sha256sum < "$p" | cut -d" " -f1)" "$rel"
+    meta=$(stat -c "%f$tab%s$tab%u$tab%g$tab%Y$tab%d:%i$tab%h$tab%t:%T" "$p")
+    if [ "$p" = . ]; then rel=.; else rel=$(esc "${p#./}"); fi
+    if [ -L "$p" ]; then extra=$(esc "$(readlink "$p")")
+    elif [ -f "$p" ]; then extra=$(sha256sum < "$p" 2>/dev/null) || extra=unreadable; extra=${extra%% *}
+    else extra=-
     fi
+    printf "%s\t%s\t%s\n" "$meta" "$extra" "$rel"
 done' sh {} +
 """
 
