@@ -28,12 +28,12 @@ OTHER_NODE = ("this host looks like a Kubernetes node already (kubeadm, k3s, ...
 
 
 class HostNotFree(NotOursError):
-    """The host holds things the local cluster would clash with; nothing was changed."""
+    """The host holds things the local cluster would clash with; the message says what was changed."""
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], *, changed: str = "nothing was changed") -> None:
         self.problems = problems
         lines = [f"  - {what}\n      fix: {remedy}" for what, remedy in problems]
-        super().__init__("the local cluster cannot start on this host; nothing was changed:\n" + "\n".join(lines))
+        super().__init__(f"the local cluster cannot start on this host; {changed}:\n" + "\n".join(lines))
 
 
 def check_programs(toolchain: GoToolchain, footprint: Footprint) -> None:
@@ -126,6 +126,7 @@ def check_host(footprint: Footprint) -> None:
 
 
 def check_ports(footprint: Footprint) -> None:
+    """After our own leftovers are gone (our old etcd held 2379 until then), are our ports free?"""
     problems = busy_ports(footprint, footprint.config.listen_ports().items())
     if problems:
-        raise HostNotFree(problems)
+        raise HostNotFree(problems, changed="only what an earlier cluster of ours left was removed")
