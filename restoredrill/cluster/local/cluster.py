@@ -41,6 +41,7 @@ from restoredrill.cluster.local.config import (
     LocalClusterConfig,
 )
 from restoredrill.cluster.local.configfiles import (
+    audit_policy,
     cni_config,
     containerd_config,
     kube_proxy_config,
@@ -289,6 +290,7 @@ class LocalCluster(ClusterProvider):
         (layout.cni_conf / "10-restoredrill.conflist").write_text(
             json.dumps(cni_config(config=config, layout=layout), indent=2))
         (layout.etc / "kubelet.yaml").write_text(yaml.safe_dump(kubelet_config(config=config, layout=layout)))
+        (layout.etc / "audit-policy.yaml").write_text(yaml.safe_dump(audit_policy()))
         (layout.etc / "kube-proxy.yaml").write_text(
             yaml.safe_dump(kube_proxy_config(config=config, layout=layout)))
         # Pods with dnsPolicy Default (CoreDNS) get this; it names no outside resolver on purpose.
