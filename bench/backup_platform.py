@@ -37,7 +37,8 @@ from restoredrill.pins import cache_dir
 from restoredrill.platform import PlatformContext, PlatformStack
 from restoredrill.platform.images import DEFAULT_LOCAL_IMAGES, build_local_images, platform_image_set
 from restoredrill.platform.velero import PodVolume
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import timeout
+from restoredrill.waits import wait_until
 
 MIB = 1024 * 1024
 COMPONENT_NAMESPACES = {"object store": None, "velero": "velero", "cnpg": "cnpg-system", "flux": "flux-system"}
@@ -64,7 +65,7 @@ def settled_memory(ctx: PlatformContext, *, namespaces: list[str]) -> dict[str, 
         return (None if missing else memory), f"no memory stats yet for {', '.join(missing) or 'none'}"
 
     return wait_until("the kubelet's memory stats of the platform's pods", probe,
-                      timeout=DEFAULT_TIMEOUTS["pod_ready"], interval=5)
+                      timeout=timeout("pod_ready"), interval=5)
 
 
 def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float, float]:
@@ -95,7 +96,7 @@ def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float,
         stack.velero.wait_for_backup(backup)
         backup_seconds = time.monotonic() - started
         stack.velero.check_pod_volume_backups(backup, [PodVolume(namespace, "writer", "data")])
-        delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=DEFAULT_TIMEOUTS["namespace_deleted"])
+        delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=timeout("namespace_deleted"))
         restore = f"{namespace}-r"
         started = time.monotonic()
         stack.velero.create_restore(restore, backup_name=backup, included_namespaces=[namespace])
@@ -103,7 +104,7 @@ def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float,
         restore_seconds = time.monotonic() - started
         return backup_seconds, restore_seconds
     finally:
-        delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=DEFAULT_TIMEOUTS["namespace_deleted"])
+        delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=timeout("namespace_deleted"))
 
 
 def bench_cluster(*, provider: str, kubeconfig: Path | None, context: str | None) -> ClusterHandle:

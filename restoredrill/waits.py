@@ -12,9 +12,6 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from restoredrill.errors import WaitTimeout
-from restoredrill.timeouts import DEFAULTS as DEFAULT_TIMEOUTS
-
-__all__ = ["DEFAULT_TIMEOUTS", "wait_until"]  # DEFAULT_TIMEOUTS: the defaults' older name
 
 T = TypeVar("T")
 

@@ -22,7 +22,8 @@ from fixtures.cluster import _alive
 from restoredrill.cluster import ClusterHandle, ClusterProvider
 from restoredrill.errors import CommandError, MissingToolError
 from restoredrill.kube import find_kubectl, run_kubectl
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import timeout as named_timeout
+from restoredrill.waits import wait_until
 
 pytestmark = pytest.mark.cluster
 
@@ -43,7 +44,7 @@ def _kubectl_binary() -> str:
 def kubectl(cluster: ClusterHandle) -> Kubectl:
     binary = _kubectl_binary()
 
-    def run(*args: str, input: str | None = None, timeout: float = DEFAULT_TIMEOUTS["command"]) -> str:
+    def run(*args: str, input: str | None = None, timeout: float = named_timeout("command")) -> str:
         return run_kubectl(list(args), kubeconfig=cluster.kubeconfig, context=cluster.context, timeout=timeout,
                            input=input, kubectl=binary)
 
@@ -78,7 +79,7 @@ def wait_pod_running(kubectl: Kubectl, namespace: str, selector: str, *, not_nam
                 return name, ", ".join(seen)
         return None, ", ".join(seen) or "no pods"
 
-    return wait_until(f"a Ready pod {selector} in {namespace}", probe, timeout=DEFAULT_TIMEOUTS["pod_ready"],
+    return wait_until(f"a Ready pod {selector} in {namespace}", probe, timeout=named_timeout("pod_ready"),
                       remedy=f"kubectl -n {namespace} describe pods -l {selector}")
 
 
@@ -127,7 +128,7 @@ def test_pvc_data_survives_pod_rescheduling_on_a_local_pv(kubectl: Kubectl, name
     first = wait_pod_running(kubectl, namespace, "app=writer")
     assert kubectl("-n", namespace, "exec", first, "--", "cat", "/data/token").strip() == token
 
-    kubectl("-n", namespace, "delete", "pod", first, "--wait=true", timeout=DEFAULT_TIMEOUTS["pod_ready"])
+    kubectl("-n", namespace, "delete", "pod", first, "--wait=true", timeout=named_timeout("pod_ready"))
     second = wait_pod_running(kubectl, namespace, "app=writer", not_named=first)
     assert second != first
     assert kubectl("-n", namespace, "exec", second, "--", "cat", "/data/token").strip() == token

@@ -19,7 +19,8 @@ from restoredrill.errors import WaitTimeout
 from restoredrill.platform import BackupStorageUnavailable, CloudNativePG, Flux, ImageMissingError, ObjectStore, Velero
 from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.velero import PodVolume
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import timeout
+from restoredrill.waits import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform]
 # How long a suspended Kustomization is watched for (not) reverting drift: several of the
@@ -80,7 +81,7 @@ def test_fs_backup_and_restore_of_one_pvc(velero: Velero, platform_context: Plat
     # A sentinel written after the backup must not come back: the data is from the backup.
     ctx.kubectl(["-n", namespace, "exec", "writer", "--", "sh", "-c", "echo changed > /data/sentinel"])
     delete_owned_namespace(ctx.api, namespace, run_id=run_id, worker_id=worker_id,
-                           wait_timeout=DEFAULT_TIMEOUTS["namespace_deleted"])
+                           wait_timeout=timeout("namespace_deleted"))
 
     restore = unique(f"{namespace}-r")
     started = time.monotonic()
@@ -167,7 +168,7 @@ def test_flux_kustomization_from_the_git_server(flux: Flux, platform_context: Pl
     # Resumed: the drift is reverted from git.
     token = flux.resume(repo)
     flux.wait_for_reconciled(repo, token=token)
-    wait_until("the drifted ConfigMap to be reverted by Flux", reverted, timeout=DEFAULT_TIMEOUTS["flux_reconcile"])
+    wait_until("the drifted ConfigMap to be reverted by Flux", reverted, timeout=timeout("flux_reconcile"))
     ctx.delete([{"apiVersion": "kustomize.toolkit.fluxcd.io/v1", "kind": "Kustomization",
                  "metadata": {"name": repo, "namespace": flux.namespace}},
                 {"apiVersion": "source.toolkit.fluxcd.io/v1", "kind": "GitRepository",

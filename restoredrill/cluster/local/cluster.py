@@ -55,8 +55,9 @@ from restoredrill.cluster.local.pki import Pki, cluster_cert_requests, kubeconfi
 from restoredrill.cluster.local.processes import Processes
 from restoredrill.errors import NotOursError, RestoreDrillError
 from restoredrill.images import LocalImageBuilder, image_set, import_archives
+from restoredrill.timeouts import timeout
 from restoredrill.toolchain.gobuild import GoToolchain
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.waits import wait_until
 
 
 def _say(line: str) -> None:
@@ -346,7 +347,7 @@ class LocalCluster(ClusterProvider):
                 return None, f"{url}: {error}"
             return (True if status == 200 and expect in body else None), f"{url}: HTTP {status} {body[:80]!r}"
 
-        wait_until(what, probe, timeout=DEFAULT_TIMEOUTS["cluster_up"], interval=0.25,
+        wait_until(what, probe, timeout=timeout("cluster_up"), interval=0.25,
                    remedy=f"see {self.layout.log(process)}")
 
     def _log_tail(self, name: str, lines: int = 25) -> str:
@@ -364,7 +365,7 @@ class LocalCluster(ClusterProvider):
                                    check=False, timeout=10)
             return (True if result.returncode == 0 else None), (result.stderr or result.stdout).strip()[:120]
 
-        wait_until("containerd answering on its socket", probe, timeout=DEFAULT_TIMEOUTS["command"],
+        wait_until("containerd answering on its socket", probe, timeout=timeout("command"),
                    interval=0.25, remedy=f"see {self.layout.log('containerd')}")
 
     def _node_ready(self) -> tuple[bool, str]:
@@ -387,7 +388,7 @@ class LocalCluster(ClusterProvider):
             ready, seen = self._node_ready()
             return (True if ready else None), seen
 
-        wait_until(f"node {self.config.name} Ready", probe, timeout=DEFAULT_TIMEOUTS["node_ready"],
+        wait_until(f"node {self.config.name} Ready", probe, timeout=timeout("node_ready"),
                    interval=0.5, remedy=f"see {self.layout.log('kubelet')}")
 
     def kubectl(self, *args: str, input: str | None = None, timeout: float = 60) -> str:
@@ -414,7 +415,7 @@ class LocalCluster(ClusterProvider):
                 ready = observed.get("readyReplicas", 0)
                 return (True if ready >= 1 else None), f"readyReplicas={ready}"
 
-            wait_until(f"deployment {namespace}/{deployment} ready", probe, timeout=DEFAULT_TIMEOUTS["pod_ready"],
+            wait_until(f"deployment {namespace}/{deployment} ready", probe, timeout=timeout("pod_ready"),
                        interval=0.5, remedy=f"kubectl --kubeconfig {self.layout.kubeconfig} -n {namespace} "
                        "describe pods")
 

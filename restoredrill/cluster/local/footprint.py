@@ -23,7 +23,8 @@ from restoredrill.cluster.local.config import CNI_NETWORK, OWNER_MARKER, Layout,
 from restoredrill.cluster.local.host import Host
 from restoredrill.cluster.local.ledger import HostLedger, HostSnapshot, Kind, Resource
 from restoredrill.errors import RestoreDrillError
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import timeout
+from restoredrill.waits import wait_until
 
 # The containerd namespace of Kubernetes pods: part of each shim's socket name.
 CRI_NAMESPACE = "k8s.io"
@@ -181,7 +182,7 @@ class Footprint:
                 self.host.kill(pid, signal.SIGKILL)
             return (True if not remaining else None), f"{len(remaining)} processes in our cgroups"
 
-        wait_until("pod processes killed", none_left, timeout=DEFAULT_TIMEOUTS["command"], interval=0.2)
+        wait_until("pod processes killed", none_left, timeout=timeout("command"), interval=0.2)
 
     def unmount(self, *, extra: Iterable[str] = ()) -> None:
         extra = list(extra)

@@ -18,7 +18,8 @@ from restoredrill.cluster.local.config import Layout
 from restoredrill.cluster.local.host import HOST_PATH, Host
 from restoredrill.cluster.local.ledger import HostLedger, Kind, Resource
 from restoredrill.errors import RestoreDrillError
-from restoredrill.waits import DEFAULT_TIMEOUTS, wait_until
+from restoredrill.timeouts import timeout
+from restoredrill.waits import wait_until
 
 PROGRAMS = frozenset({"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubelet",
                       "kube-proxy", "containerd"})
@@ -79,7 +80,7 @@ class Processes:
                        timeout=STOP_GRACE.get(name, DEFAULT_STOP_GRACE), interval=0.1)
         except RestoreDrillError:
             self.host.kill(pid, signal.SIGKILL)
-            wait_until(f"{name} (pid {pid}) to exit after SIGKILL", gone, timeout=DEFAULT_TIMEOUTS["command"],
+            wait_until(f"{name} (pid {pid}) to exit after SIGKILL", gone, timeout=timeout("command"),
                        interval=0.1)
         self.host.reap(pid)
 
@@ -107,7 +108,7 @@ class Processes:
             left = [pid for pid, _ in self.provably_ours()]
             return (True if not left else None), f"pids still alive: {left}"
 
-        wait_until("stray processes of ours gone", none_left, timeout=DEFAULT_TIMEOUTS["command"], interval=0.2)
+        wait_until("stray processes of ours gone", none_left, timeout=timeout("command"), interval=0.2)
 
     def rss(self, names: Iterable[str]) -> dict[str, int]:
         """Resident memory in bytes of each running process of `names` (VmRSS from /proc)."""
