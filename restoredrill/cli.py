@@ -18,6 +18,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "restoredrill.schemas",
     "restoredrill.toolchain.commands",
     "restoredrill.cluster.commands",
+    "restoredrill.timeouts",
 )
 
 

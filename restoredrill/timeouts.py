@@ -151,3 +151,16 @@ def active() -> Timeouts:
 def timeout(name: str) -> float:
     """Seconds for the named timeout in the session's table."""
     return _active[name]
+
+
+def add_commands(subparsers: Any) -> None:
+    parser = subparsers.add_parser("timeouts", help="list the named timeouts and their defaults",
+                                   description="Every wait takes its limit from this table; override one in the "
+                                   "drill config (`timeouts: {NAME: 15m}`) or with --set timeouts.NAME=15m.")
+    parser.set_defaults(func=_list)
+
+
+def _list(args: Any) -> int:
+    for name, spec in TIMEOUT_SPECS.items():
+        print(f"{name:22} {spec.seconds:>6.0f} s  {spec.what}")
+    return 0
