@@ -221,6 +221,70 @@ def entry_changes(before: Entry, after: Entry, *, compare_mtime: bool = True) ->
     return changes
 
 
+@dataclass(frozen=True)
+class SnapshotDiff:
+    """A restored volume against the Kopia snapshot it came from: `problems` fail the drill,
+    `written_by_app` (a sentence naming each path) is reported."""
+
+    problems: list[str]
+    written_by_app: list[str]
+
+
+def compare_with_snapshot(*, volume: str, snapshot: Mapping[str, Entry], restored: Mapping[str, Entry],
+                          restore_uid: str, restore_started: float | None = None) -> SnapshotDiff:
+    """Compare a restored volume, entry by entry with every field of `entry_changes`, with the
+    inventory of its snapshot (restored by kopia into scratch space and inventoried by the same
+    script), allowing Velero's bookkeeping of `restore_uid` as `diff_volume` does.
+
+    `restore_started` (epoch seconds; set when the app runs its real image, which writes): an entry
+    the snapshot lacks or holds differently whose mtime is at or after the restore started was
+    written by the app after the restore, and is reported, not failed. Everything else fails: a
+    missing entry (the app deleting a file leaves nothing whose time could tell), a difference in
+    an entry whose mtime is older than the restore (the restore wrote it wrong), and any change to
+    the volume root but its mtime (Velero's).
+    """
+    problems: list[str] = []
+    by_app: list[str] = []
+    expected, actual, _ = _without_velero_bookkeeping(snapshot, restored, restore_uid=restore_uid)
+    since = None if restore_started is None else int(restore_started)
+
+    def after_restore(entry: Entry) -> bool:
+        return since is not None and entry.path != ROOT and entry.mtime is not None and entry.mtime >= since
+
+    def app_wrote(entry: Entry, what: str) -> str:
+        return (f"{volume}: {entry.kind} {entry.path!r} was written by the app after the restore (mtime "
+                f"{_when(entry.mtime)}, restore started {_when(since)}): {what}")
+
+    for path in sorted(set(expected) - set(actual)):
+        problems.append(f"{volume}: {expected[path].kind} {path!r} is in the backup's snapshot and missing from the "
+                        "restored volume")
+    for path in sorted(set(actual) - set(expected)):
+        entry = actual[path]
+        if after_restore(entry):
+            by_app.append(app_wrote(entry, "not in the backup"))
+        else:
+            problems.append(f"{volume}: {entry.kind} {path!r} is in the restored volume and not in the backup's "
+                            "snapshot")
+    for path in sorted(set(expected) & set(actual)):
+        before, after = expected[path], actual[path]
+        if before.kind != after.kind:
+            change = f"a {before.kind} in the backup's snapshot, a {after.kind} restored"
+            if after_restore(after):
+                by_app.append(app_wrote(after, change))
+            else:
+                problems.append(f"{volume}: {path!r} is {change}")
+            continue
+        changes = entry_changes(before, after, compare_mtime=path != ROOT)
+        if not changes:
+            continue
+        if after_restore(after):
+            by_app.append(app_wrote(after, "; ".join(changes).replace("at backup", "in the snapshot")))
+        else:
+            problems.append(f"{volume}: {before.kind} {path!r} differs from the backup's snapshot: "
+                            + "; ".join(changes).replace("at backup", "in the snapshot"))
+    return SnapshotDiff(problems=problems, written_by_app=by_app)
+
+
 def _octal(mode: int | None) -> str | None:
     return None if mode is None else f"{mode:04o}"
 

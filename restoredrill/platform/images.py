@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
-from restoredrill.images import BUSYBOX_BINARY, register_image, static_binary_image
+from restoredrill.images import BUSYBOX_BINARY, busybox_tree, register_image, static_binary_image
 from restoredrill.images.oci import DirEntry, FileEntry, ImageSpec, SymlinkEntry, TreeEntry
 from restoredrill.pins import cache_dir, load_pins
+from restoredrill.platform.kopia import KOPIA
 from restoredrill.timeouts import timeout
 from restoredrill.toolchain.gobuild import GoToolchain
 
@@ -90,6 +91,8 @@ def platform_image_set(provider: str) -> dict[str, str]:
         "kustomize-controller": f"ghcr.io/fluxcd/kustomize-controller:{_version('kustomize-controller')}",
         "git-server": GIT_SERVER_REFERENCE,
         "busybox": "docker.io/library/busybox:1.35",
+        # The kopia CLI at the fork and version Velero links (pins.toml [modules.kopia]).
+        "kopia": f"restoredrill.local/kopia:velero-{_version('kopia')}",
     }
     return references
 
@@ -172,6 +175,16 @@ def kustomize_controller_image(toolchain: GoToolchain, reference: str) -> ImageS
     spec = static_binary_image(reference, toolchain.binary("kustomize-controller"),
                                path="/usr/local/bin/kustomize-controller")
     return _nonroot(ImageSpec(reference=reference, entries=spec.entries, entrypoint=("kustomize-controller",)))
+
+
+@register_image("kopia")
+def kopia_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
+    # Upstream publishes no image of the kopia CLI Velero links. The snapshot verifier
+    # (platform/kopia.py verifier_pod): kopia reads Velero's repository read-only, busybox runs
+    # the drill's inventory script over the restored volumes and the scratch copy.
+    return ImageSpec(reference=reference,
+                     entries=(FileEntry(KOPIA, source=toolchain.binary("kopia")), *busybox_tree()),
+                     cmd=("sh",), env=("PATH=/usr/local/bin:/bin", "HOME=/scratch"))
 
 
 # ---- Debian root filesystems -------------------------------------------------------------------
@@ -374,6 +387,7 @@ IMAGE_BUILDS: dict[str, tuple[str, ...]] = {
     "cnpg-operator": ("cloudnative-pg",),
     "source-controller": ("source-controller",),
     "kustomize-controller": ("kustomize-controller",),
+    "kopia": ("kopia",),
 }
 # Images upstream does not publish: built here and loaded on every provider.
 LOCAL_ONLY_IMAGES = ("git-server",)
