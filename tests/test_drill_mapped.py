@@ -92,6 +92,15 @@ def test_ownership_labels_are_stripped_by_merge_patches_only_where_present() -> 
         "metadata": {"labels": {"kustomize.toolkit.fluxcd.io/name": None}}}
 
 
+def test_claims_are_provisioned_anew_never_bound_to_the_live_volumes() -> None:
+    (claims,) = [r for r in resource_modifiers("pelican")["resourceModifierRules"]
+                 if r["conditions"]["groupResource"] == "persistentvolumeclaims"]
+    assert claims["conditions"]["namespaces"] == ["pelican"]
+    patch = json.loads(claims["mergePatches"][0]["patchData"])
+    assert patch["spec"] == {"volumeName": None}
+    assert patch["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] is None
+
+
 def test_the_copy_is_isolated_from_the_live_app() -> None:
     policy = isolation_policy("pelican-drill-x", api_server_ips=["10.0.0.1"])
     egress = policy["spec"]["egress"]

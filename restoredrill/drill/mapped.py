@@ -8,10 +8,10 @@ The app stays as it is: nothing of it is written, seeded, suspended or deleted. 
 3. creates the copy's namespace `<namespace>-drill-<run>` itself (so it carries restoredrill's
    ownership labels), with a NetworkPolicy that keeps the copy's pods talking only to each other,
    DNS and the API server: a copy must not reach the live app's database by its namespaced name;
-4. restores into it with a namespace mapping and no cluster-scoped resources (PVs are provisioned
-   anew; the user's PVs are never touched), stripping the GitOps controllers' ownership labels and
-   annotations with a Velero resource modifier, so Flux or Argo CD neither prunes nor fights the copy
-   (velero issue 7848);
+4. restores into it with a namespace mapping and no cluster-scoped resources (the claims lose their
+   old volumeName and are provisioned anew; the user's PVs are never touched), stripping the GitOps
+   controllers' ownership labels and annotations with a Velero resource modifier, so Flux or Argo CD
+   neither prunes nor fights the copy (velero issue 7848);
 5. verifies on evidence: every PodVolumeBackup restored by a Completed PodVolumeRestore of the same
    size (a CNPG volume restored empty under a mapping, velero issue 9433, shows here by name), the
    objects of the backup present in the copy, pods Ready, CNPG Clusters healthy, restore warnings;
@@ -63,6 +63,8 @@ OWNERSHIP_LABELS = (
     "app.kubernetes.io/instance",
 )
 OWNERSHIP_ANNOTATIONS = ("argocd.argoproj.io/tracking-id",)
+CLAIM_BINDING_ANNOTATIONS = ("pv.kubernetes.io/bind-completed", "pv.kubernetes.io/bound-by-controller",
+                             "volume.kubernetes.io/selected-node")
 # What the restore recreates or controllers make anew: not expected one for one in the copy.
 NOT_COMPARED_KINDS = frozenset({"Pod", "ReplicaSet", "Endpoints", "EndpointSlice", "Event", "ControllerRevision",
                                 "Lease", "PodVolumeBackup", "Job"})
@@ -85,6 +87,13 @@ def resource_modifiers(namespace: str) -> dict[str, Any]:
         rules.append({"conditions": {"groupResource": "**", "namespaces": [namespace],
                                      "labelSelector": {"matchExpressions": [{"key": label, "operator": "Exists"}]}},
                       "mergePatches": [{"patchData": json.dumps({"metadata": {"labels": {label: None}}})}]})
+    # The restore takes no cluster-scoped resources (the user's PVs stay untouched), so every claim is
+    # provisioned anew: without its old volumeName and binding annotations. A claim whose data has
+    # no PodVolumeBackup (a static NFS volume) comes up empty, never bound to the live data.
+    rules.append({"conditions": {"groupResource": "persistentvolumeclaims", "namespaces": [namespace]},
+                  "mergePatches": [{"patchData": json.dumps({
+                      "spec": {"volumeName": None},
+                      "metadata": {"annotations": {key: None for key in CLAIM_BINDING_ANNOTATIONS}}})}]})
     for annotation in OWNERSHIP_ANNOTATIONS:
         rules.append({"conditions": {"groupResource": "**", "namespaces": [namespace]},
                       "mergePatches": [{"patchData": json.dumps({"metadata": {"annotations": {annotation: None}}})}]})
