@@ -37,7 +37,7 @@ report: setup
 test: setup lint
 	$(BIN)/restoredrill schemas
 	$(BIN)/restoredrill toolchain
-	$(BIN)/restoredrill toolchain --no-apt --only actionlint
+	$(BIN)/restoredrill toolchain --no-apt --only actionlint kopia
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory smoke
 

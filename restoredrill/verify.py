@@ -106,9 +106,16 @@ def _device(rdev: str) -> str:
 # v0.0.0-20250227051353-20bfabbfc7a0), and measured with that kopia CLI:
 # - kopia restore (snapshot/restore/local_fs_output.go setAttributes; Velero's
 #   pkg/uploader/kopia/snapshot.go Restore sets no Skip* option) restores owner and group, the
-#   permission bits with setuid/setgid/sticky (fs.ModBits), and mtime of files, directories (in
-#   FinishDirectory, after their children) and symlinks (Lchown, Lutimes): all compared exactly.
-#   It runs with IgnorePermissionErrors, so a chown or chmod the node refuses leaves the file
+#   permission bits with setuid/setgid/sticky (fs.ModBits), and the mtime of files and symlinks
+#   (Lchown, Lutimes): all compared exactly.
+# - A folder's mtime is restored (FinishDirectory, after its children) but not as it was: reading a
+#   snapshot folder, kopia gives each non-empty subfolder the newest mtime found anywhere inside it
+#   (snapshot/snapshotfs/repofs.go loadLocked: md.ModTime = md.DirSummary.MaxModTime, built in
+#   dir_manifest_builder.go AddEntry; an empty folder keeps its own). In a volume Velero restored,
+#   each folder's mtime is compared with exactly that value computed from the backup-time
+#   inventory (`kopia_folder_mtimes`); the root keeps its own (the manifest's root entry).
+#   Measured with the pinned CLI.
+# - Kopia runs with IgnorePermissionErrors, so a chown or chmod the node refuses leaves the file
 #   root-owned or with the wrong mode *silently*: exactly what this comparison catches.
 # - Linux has no symlink permissions (kopia's symlinkChmod is a no-op): a symlink's mode is not
 #   compared.
@@ -160,6 +167,7 @@ def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[s
     """
     problems: list[str] = []
     notes: list[str] = []
+    folder_mtimes = kopia_folder_mtimes(expected) if restore_uid is not None else {}
     expected, actual, skip_root_mtime = _without_velero_bookkeeping(expected, actual, restore_uid=restore_uid)
     if sentinel is not None and sentinel in actual:
         problems.append(f"{volume}: sentinel {sentinel!r}, written after the backup, is present: the data was not "
@@ -179,7 +187,8 @@ def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[s
         if before.kind != after.kind:
             problems.append(f"{volume}: {path!r} was a {before.kind} and is now a {after.kind}")
             continue
-        changes = entry_changes(before, after, compare_mtime=not (skip_root_mtime and path == ROOT))
+        changes = entry_changes(before, after, compare_mtime=not (skip_root_mtime and path == ROOT),
+                                mtime=folder_mtimes.get(path))
         if changes:
             problems.append(f"{volume}: {before.kind} {path!r} differs: {'; '.join(changes)}")
     return VolumeDiff(problems=problems, notes=notes)
@@ -200,8 +209,27 @@ def _without_velero_bookkeeping(expected: Mapping[str, Entry], actual: Mapping[s
     return kept, restored, True
 
 
-def entry_changes(before: Entry, after: Entry, *, compare_mtime: bool = True) -> list[str]:
-    """Each field of two entries of one kind that differs, as `field X at backup, Y restored`."""
+def kopia_folder_mtimes(entries: Mapping[str, Entry]) -> dict[str, int]:
+    """The mtime Kopia restores for each folder of a volume (see above): the newest mtime of
+    anything below a non-empty subfolder that Kopia backs up (special files are skipped), its own
+    for an empty one and for the root."""
+    newest: dict[str, int] = {}
+    for path, entry in entries.items():
+        if path == ROOT or entry.mtime is None or entry.kind in SPECIAL_KINDS:
+            continue
+        parent = path
+        while "/" in parent:
+            parent = parent.rsplit("/", 1)[0]
+            newest[parent] = max(newest.get(parent, entry.mtime), entry.mtime)
+    return {path: newest.get(path, entry.mtime) for path, entry in entries.items()
+            if entry.kind == "dir" and entry.mtime is not None and path != ROOT}
+
+
+def entry_changes(before: Entry, after: Entry, *, compare_mtime: bool = True, mtime: int | None = None) -> list[str]:
+    """Each field of two entries of one kind that differs, as `field X at backup, Y restored`.
+
+    `mtime`: the mtime a correct restore gives `after` when it is not `before`'s own (a folder
+    Kopia restored: the newest mtime inside it)."""
     fields: list[tuple[str, object, object]] = []
     if before.kind == "file":
         fields += [("size", before.size, after.size), ("sha256", before.sha256, after.sha256)]
@@ -212,9 +240,13 @@ def entry_changes(before: Entry, after: Entry, *, compare_mtime: bool = True) ->
     if before.kind != "symlink":
         fields.append(("mode", _octal(before.mode), _octal(after.mode)))
     fields += [("uid", before.uid, after.uid), ("gid", before.gid, after.gid)]
-    if compare_mtime:
-        fields.append(("mtime", _when(before.mtime), _when(after.mtime)))
     changes = [f"{name} {_show(old)} at backup, {_show(new)} restored" for name, old, new in fields if old != new]
+    if compare_mtime and mtime is not None and mtime != before.mtime:
+        if after.mtime != mtime:
+            changes.append(f"mtime {_when(mtime)} expected (the newest inside the folder at backup, which Kopia "
+                           f"restores as the folder's), {_when(after.mtime)} restored")
+    elif compare_mtime and before.mtime != after.mtime:
+        changes.append(f"mtime {_show(_when(before.mtime))} at backup, {_show(_when(after.mtime))} restored")
     if before.hard_links != after.hard_links:
         reason = f" ({_NOT_KEPT['hard_links']})" if before.hard_links and not after.hard_links else ""
         changes.append(f"hard_links {_show(before.hard_links)} at backup, {_show(after.hard_links)} restored{reason}")

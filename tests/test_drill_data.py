@@ -29,7 +29,7 @@ from restoredrill.drill.data import (
     mysql_command,
     seed_archive,
 )
-from restoredrill.verify import Entry, compare_volume, parse_inventory
+from restoredrill.verify import Entry, compare_volume, kopia_folder_mtimes, parse_inventory
 
 BUSYBOX = Path("/bin/busybox")
 MD5 = "0123456789abcdef0123456789abcdef"
@@ -329,6 +329,12 @@ def restored_copy(volume: Path, into: Path) -> Path:
     return into
 
 
+def as_kopia_restores_folders(restored: Path, before: dict[str, Entry]) -> None:
+    """Give each folder the mtime a Kopia restore gives it: the newest inside it at backup."""
+    for path, mtime in kopia_folder_mtimes(before).items():
+        os.utime(restored / path, (mtime, mtime), follow_symlinks=False)
+
+
 @pytest.mark.parametrize("fault, field", [
     (lambda v: os.chmod(v / "settings", 0o644), "mode 0640 at backup, 0644 restored"),
     (lambda v: os.chmod(v / "setuid", 0o755), "mode 4755 at backup, 0755 restored"),
@@ -400,6 +406,7 @@ def test_special_files_velero_does_not_back_up(shaped: Path, tmp_path: Path) -> 
     restored = restored_copy(shaped, tmp_path / "restored")
     for name in ("pipe", "app.sock", "null"):
         (restored / name).unlink(missing_ok=True)
+    as_kopia_restores_folders(restored, before)
     os.utime(restored, (1, 1))  # the root's mtime is Velero's (done-file), tolerated with restore_uid
     diff = diff_volume(volume="v", expected=before, actual=inventory_of(restored), restore_uid="u-1")
     reason = "Velero's fs-backup (Kopia) does not back up fifos, sockets or device files"
@@ -419,6 +426,7 @@ def test_velero_bookkeeping_is_allowed_by_exact_path_only(shaped: Path, tmp_path
     shutil.rmtree(restored / ".velero")  # as the node-agent does (OnDataPathCompleted)
     (restored / ".velero").mkdir(mode=0o755)
     (restored / ".velero" / "uid-1").write_bytes(b"")
+    as_kopia_restores_folders(restored, before)
     os.utime(restored, (1, 1))
     assert compare_volume(volume="v", expected=before, actual=inventory_of(restored), restore_uid="uid-1") == []
     # Not restored by Velero: the same differences all fail.

@@ -58,8 +58,10 @@ NOT_FOUND = ("Listing blobs...\nListed 9 blobs.\n"
              f"{ESC}[31mERROR{ESC}[0m unable to parse snapshot manifest {SNAPSHOT}: snapshot not found\n"
              f"Finished processing 0 objects.\n{ESC}[31mERROR{ESC}[0m found 0 of the 1 requested snapshot IDs to "
              "verify\n")
-WRONG_PASSWORD = (f"{ESC}[31mERROR{ESC}[0m error connecting to repository: unable to create format manager: invalid "
-                  "repository password\n")
+# Recorded from `kopia repository connect filesystem ... --readonly` with a wrong KOPIA_PASSWORD.
+WRONG_PASSWORD = (f"{ESC}[31mERROR{ESC}[0m failed to open repository: unable to create format manager: invalid "
+                  f"repository password\n{ESC}[31mERROR{ESC}[0m error connecting to repository: unable to create "
+                  "format manager: invalid repository password\n")
 
 
 def minio_bsl(**config: str) -> dict[str, Any]:
@@ -212,6 +214,12 @@ def test_a_corrupted_pack_during_restore() -> None:
 ])
 def test_other_failures_are_classified(output: str, kind: str) -> None:
     assert [f.kind for f in classify_kopia_output(output)][:1] == [kind]
+
+
+def test_one_failure_said_in_several_lines_is_one_problem() -> None:
+    assert [f.kind for f in classify_kopia_output(WRONG_PASSWORD)] == ["wrong-password"]
+    assert [f.kind for f in classify_kopia_output(NOT_FOUND)] == ["snapshot-not-found"]
+    assert len(classify_kopia_output("ERROR one thing\nERROR another thing\n")) == 2
 
 
 def test_kopia_problems_name_the_bucket_object_and_the_volume() -> None:

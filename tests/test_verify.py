@@ -13,6 +13,7 @@ from restoredrill.verify import (
     compare_volume,
     diff_volume,
     fs_backup_volumes,
+    kopia_folder_mtimes,
     parse_inventory,
     unexpected_warnings,
 )
@@ -308,3 +309,53 @@ def test_a_claim_is_expected_whatever_its_volume_is() -> None:
 def test_a_pod_without_volumes_or_metadata() -> None:
     assert fs_backup_volumes({}, default_volumes_to_fs_backup=True) == []
     assert fs_backup_volumes({"spec": {"volumes": None}}, default_volumes_to_fs_backup=False) == []
+
+
+# ---- folder mtimes as Kopia restores them ------------------------------------------------------------
+def folders() -> dict[str, Entry]:
+    base = Entry(path=".", kind="dir", mode=0o755, uid=0, gid=0, mtime=MTIME)
+    return {
+        ".": base,
+        "a": replace(base, path="a", mtime=MTIME - 500),
+        "a/b": replace(base, path="a/b", mtime=MTIME - 400),
+        "a/b/old.txt": replace(base, path="a/b/old.txt", kind="file", sha256=EMPTY_SHA, mtime=MTIME - 300),
+        "a/new.txt": replace(base, path="a/new.txt", kind="file", sha256=EMPTY_SHA, mtime=MTIME - 100),
+        "a/pipe": replace(base, path="a/pipe", kind="fifo", mtime=MTIME + 900),  # not backed up by Kopia
+        "empty": replace(base, path="empty", mtime=MTIME - 700),
+        "only-a-fifo": replace(base, path="only-a-fifo", mtime=MTIME - 800),
+        "only-a-fifo/p": replace(base, path="only-a-fifo/p", kind="fifo", mtime=MTIME + 900),
+    }
+
+
+def test_kopia_restores_a_folder_with_the_newest_mtime_inside_it() -> None:
+    """snapshotfs/repofs.go loadLocked: a subfolder's ModTime is its DirSummary.MaxModTime."""
+    assert kopia_folder_mtimes(folders()) == {"a": MTIME - 100, "a/b": MTIME - 300, "empty": MTIME - 700,
+                                              "only-a-fifo": MTIME - 800}
+
+
+def velero_restored(tree: dict[str, Entry]) -> dict[str, Entry]:
+    restored = {p: e for p, e in tree.items() if e.kind != "fifo"}
+    for path, mtime in kopia_folder_mtimes(tree).items():
+        restored[path] = replace(restored[path], mtime=mtime)
+    return {**restored, **done_dir()}
+
+
+def test_folder_mtimes_of_a_velero_restore_pass() -> None:
+    restored = velero_restored(folders())
+    problems = compare_volume(volume="v", expected=folders(), actual=restored, restore_uid="restore-uid-1")
+    assert [p for p in problems if "fifo" not in p] == []
+
+
+def test_a_folder_mtime_other_than_kopias_fails() -> None:
+    restored = velero_restored(folders())
+    restored["a/b"] = replace(restored["a/b"], mtime=MTIME - 400)  # its own, which Kopia does not restore
+    restored["empty"] = replace(restored["empty"], mtime=MTIME + 3600)  # the restore's time
+    problems = [p for p in compare_volume(volume="v", expected=folders(), actual=restored,
+                                          restore_uid="restore-uid-1") if "fifo" not in p]
+    assert problems == [
+        "v: dir 'a/b' differs: mtime 2025-12-31T23:55:00Z expected (the newest inside the folder at backup, which "
+        "Kopia restores as the folder's), 2025-12-31T23:53:20Z restored",
+        "v: dir 'empty' differs: mtime 2025-12-31T23:48:20Z at backup, 2026-01-01T01:00:00Z restored",
+    ]
+    # A volume that was not restored (it must survive as it was) keeps every folder's own mtime.
+    assert compare_volume(volume="v", expected=folders(), actual=dict(folders())) == []

@@ -198,7 +198,7 @@ class KopiaCommands:
     kopia: str = KOPIA
     parallel: int = 4
 
-    def _globals(self) -> list[str]:
+    def global_flags(self) -> list[str]:
         return [f"--config-file={self.home}/repository.config", f"--log-dir={self.home}/logs",
                 "--no-persist-credentials"]
 
@@ -209,7 +209,7 @@ class KopiaCommands:
         common = ["--readonly", "--no-check-for-updates", f"--cache-directory={self.home}/cache"]
         if repo.filesystem_path is not None:
             return [self.kopia, "repository", "connect", "filesystem", f"--path={repo.filesystem_path}", *common,
-                    *self._globals()]
+                    *self.global_flags()]
         command = [self.kopia, "repository", "connect", "s3", f"--bucket={repo.bucket}", f"--prefix={repo.prefix}",
                    f"--endpoint={repo.endpoint}", *common]
         if repo.region:
@@ -220,7 +220,7 @@ class KopiaCommands:
             command.append("--disable-tls-verification")
         if repo.ca_cert_base64:
             command.append(f"--root-ca-pem-base64={repo.ca_cert_base64}")  # a public certificate
-        return [*command, *self._globals()]
+        return [*command, *self.global_flags()]
 
     def verify(self, snapshot_id: str) -> list[str]:
         """`kopia snapshot verify` of one snapshot with every file read (--verify-files-percent=100);
@@ -228,7 +228,7 @@ class KopiaCommands:
         what makes a damaged pack fail at once."""
         _check_id(snapshot_id)
         return [self.kopia, "snapshot", "verify", "--verify-files-percent=100", f"--parallel={self.parallel}",
-                f"--file-parallelism={self.parallel}", *self._globals(), snapshot_id]
+                f"--file-parallelism={self.parallel}", *self.global_flags(), snapshot_id]
 
     def restore(self, snapshot_id: str, target: str) -> list[str]:
         """`kopia snapshot restore` into `target` with owners, permissions and times (kopia's
@@ -238,7 +238,7 @@ class KopiaCommands:
         _check_id(snapshot_id)
         return [self.kopia, "snapshot", "restore", "--mode=local", "--no-ignore-permission-errors",
                 "--no-skip-owners", "--no-skip-permissions", "--no-skip-times", f"--parallel={self.parallel}",
-                *self._globals(), snapshot_id, target]
+                *self.global_flags(), snapshot_id, target]
 
     def env(self, *, password: str, credentials: S3Credentials) -> dict[str, str]:
         values = {"KOPIA_PASSWORD": password, "AWS_ACCESS_KEY_ID": credentials.access_key_id,
@@ -344,14 +344,20 @@ def classify_kopia_output(output: str) -> list[KopiaFailure]:
             continue
         line = line.removeprefix("ERROR").strip()
         failure = _classify_line(line)
-        key = (failure.kind, failure.blob or failure.line)
+        key = _same(failure)
         if key in seen:
             if failure.path:  # the summary repeat lacks the path; keep the richer one
-                failures = [failure if (f.kind, f.blob or f.line) == key else f for f in failures]
+                failures = [failure if _same(f) == key and not f.path else f for f in failures]
             continue
         seen.add(key)
         failures.append(failure)
     return failures
+
+
+def _same(failure: KopiaFailure) -> tuple[str, str | None]:
+    # kopia says one failure in several lines (where it happened, then its summary): one per
+    # pack, one per kind of repository-level failure, every line of an unknown one.
+    return failure.kind, failure.blob if failure.blob else (failure.line if failure.kind == "other" else None)
 
 
 def _classify_line(line: str) -> KopiaFailure:
