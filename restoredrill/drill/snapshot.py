@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -161,8 +162,13 @@ def _verify_volume(in_pod: Runner, *, commands: kopia.KopiaCommands, snap: Volum
             check.problems += problems
             return check
         began = time.monotonic()
-        snapshot_tree = _inventory(in_pod, target, timeout=timeout, what=f"the snapshot of {volume}")
-        restored = _inventory(in_pod, f"{volumes_root}/{snap.claim}", timeout=timeout, what=volume)
+        # The two trees are independent: inventoried at once (two execs), which halves the wall time
+        # on a node with two cores (the inventory forks stat and sha256sum per file).
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            snapshot_side = pool.submit(_inventory, in_pod, target, timeout=timeout, what=f"the snapshot of {volume}")
+            restored_side = pool.submit(_inventory, in_pod, f"{volumes_root}/{snap.claim}", timeout=timeout,
+                                        what=volume)
+            snapshot_tree, restored = snapshot_side.result(), restored_side.result()
         diff = compare_with_snapshot(volume=volume, snapshot=snapshot_tree, restored=restored,
                                      restore_uid=restore_uid, restore_started=restore_started)
         check.compare_s = time.monotonic() - began
