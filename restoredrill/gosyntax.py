@@ -4,6 +4,10 @@ Velero parses `spec.schedule` with robfig/cron v3's `ParseStandard` and every du
 (`ttl`, hook `timeout`) with Go's `time.ParseDuration`. A policy check that used a more lenient
 parser (a cron library that accepts `7` for Sunday, a `30d` duration) would pass schedules that
 Velero rejects, so these follow the Go sources rule for rule and return Go's error messages.
+
+`next_activation` ports robfig/cron v3's `SpecSchedule.Next` and `ConstantDelaySchedule.Next`:
+Velero's schedule controller runs a Schedule at `Next(status.lastBackup)` (its creation time before
+the first backup), so an audit can say exactly when a backup was due.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import re
 import zoneinfo
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 
 
 class GoSyntaxError(ValueError):
@@ -121,6 +125,10 @@ class CronSchedule:
     timezone: str | None
     every: timedelta | None
     fields: tuple[frozenset[int], ...] | None
+    # robfig's starBit: the day-of-month / day-of-week field was `*` or `?` (with no step above 1).
+    # With either starred a day must match both fields, else either one (cron's OR of the two).
+    day_of_month_star: bool = False
+    day_of_week_star: bool = False
 
 
 def parse_velero_cron(spec: str) -> CronSchedule:
@@ -150,7 +158,18 @@ def parse_velero_cron(spec: str) -> CronSchedule:
     if len(parts) != len(_FIELDS):
         raise GoSyntaxError(f"expected exactly 5 fields, found {len(parts)}: [{' '.join(parts)}]")
     fields = tuple(_parse_field(part, bounds) for part, bounds in zip(parts, _FIELDS, strict=True))
-    return CronSchedule(spec=spec, timezone=timezone, every=None, fields=fields)
+    return CronSchedule(spec=spec, timezone=timezone, every=None, fields=fields,
+                        day_of_month_star=_starred(parts[2]), day_of_week_star=_starred(parts[4]))
+
+
+def _starred(field: str) -> bool:
+    """Whether robfig sets starBit on a parsed field: a `*`/`?` range whose step is not above 1."""
+    for expr in (part for part in field.split(",") if part):
+        range_and_step = expr.split("/")
+        if range_and_step[0].split("-")[0] in ("*", "?") and (len(range_and_step) == 1 or
+                                                                int(range_and_step[1]) <= 1):
+            return True
+    return False
 
 
 def _load_location(name: str) -> None:
@@ -214,3 +233,129 @@ def _atoi(expr: str) -> int:
     if number < 0:
         raise GoSyntaxError(f"negative number ({number}) not allowed: {expr}")
     return number
+
+
+# ---------------------------------------------------------------------------------------------
+# robfig/cron v3 Schedule.Next
+# ---------------------------------------------------------------------------------------------
+
+_ALL_MINUTES = frozenset(range(60))
+_ALL_HOURS = frozenset(range(24))
+_ALL_DAYS = frozenset(range(1, 32))
+_ALL_MONTHS = frozenset(range(1, 13))
+_ALL_WEEKDAYS = frozenset(range(7))
+# parseDescriptor: (minute, hour, day of month, month, day of week, dom starred, dow starred).
+_DESCRIPTOR_FIELDS: dict[str, tuple[tuple[frozenset[int], ...], bool, bool]] = {
+    "@yearly": ((frozenset({0}), frozenset({0}), frozenset({1}), frozenset({1}), _ALL_WEEKDAYS), False, True),
+    "@monthly": ((frozenset({0}), frozenset({0}), frozenset({1}), _ALL_MONTHS, _ALL_WEEKDAYS), False, True),
+    "@weekly": ((frozenset({0}), frozenset({0}), _ALL_DAYS, _ALL_MONTHS, frozenset({0})), True, False),
+    "@daily": ((frozenset({0}), frozenset({0}), _ALL_DAYS, _ALL_MONTHS, _ALL_WEEKDAYS), True, True),
+    "@hourly": ((frozenset({0}), _ALL_HOURS, _ALL_DAYS, _ALL_MONTHS, _ALL_WEEKDAYS), True, True),
+}
+_DESCRIPTOR_FIELDS["@annually"] = _DESCRIPTOR_FIELDS["@yearly"]
+_DESCRIPTOR_FIELDS["@midnight"] = _DESCRIPTOR_FIELDS["@daily"]
+
+
+def next_activation(schedule: CronSchedule, after: datetime) -> datetime | None:
+    """The first time after `after` (an aware datetime) at which robfig/cron fires `schedule`, as
+    `Schedule.Next` computes it; None where robfig gives the zero time (nothing within five years).
+
+    A schedule with no TZ= prefix runs in the Velero server's local zone, UTC in its image. In a
+    daylight-saving gap or overlap a wall time resolves as zoneinfo's fold=0 does (the offset before
+    the change), which is also what Go's time.Date does for a gap.
+    """
+    if after.tzinfo is None:
+        raise ValueError("next_activation needs an aware datetime")
+    if schedule.every is not None:
+        # ConstantDelaySchedule: the delay (at least 1s, whole seconds), from t's whole second.
+        delay = max(timedelta(seconds=int(schedule.every.total_seconds())), timedelta(seconds=1))
+        return after.replace(microsecond=0) + delay
+    if schedule.fields is not None:
+        fields, dom_star, dow_star = schedule.fields, schedule.day_of_month_star, schedule.day_of_week_star
+    else:
+        fields, dom_star, dow_star = _DESCRIPTOR_FIELDS[schedule.spec.split()[-1]]
+    minutes, hours, days, months, weekdays = fields
+    zone: tzinfo = UTC if schedule.timezone in (None, "", "UTC", "Local") else zoneinfo.ZoneInfo(
+        str(schedule.timezone))
+
+    def day_matches(t: datetime) -> bool:
+        dom, dow = t.day in days, (t.isoweekday() % 7) in weekdays
+        return (dom and dow) if (dom_star or dow_star) else (dom or dow)
+
+    def wall(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> datetime:
+        # time.Date in the schedule's zone: normalise through UTC so a gap time moves forward.
+        return datetime(year, month, day, hour, minute, tzinfo=zone).astimezone(UTC).astimezone(zone)
+
+    def plus(t: datetime, delta: timedelta) -> datetime:
+        # time.Add: absolute time, not wall-clock arithmetic.
+        return (t.astimezone(UTC) + delta).astimezone(zone)
+
+    # The earliest possible time: the upcoming whole second (seconds are always 0 in ParseStandard).
+    t = plus(after.astimezone(zone).replace(microsecond=0), timedelta(seconds=1))
+    added = False
+    year_limit = t.year + 5
+    while True:  # robfig's `goto WRAP`
+        if t.year > year_limit:
+            return None
+        wrapped = False
+        while t.month not in months:
+            if not added:
+                added = True
+                t = wall(t.year, t.month, 1)
+            t = wall(t.year + t.month // 12, t.month % 12 + 1, 1, t.hour, t.minute)  # AddDate(0, 1, 0)
+            if t.month == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while not day_matches(t):
+            if not added:
+                added = True
+                t = wall(t.year, t.month, t.day)
+            following = t.date() + timedelta(days=1)  # AddDate(0, 0, 1)
+            t = wall(following.year, following.month, following.day, t.hour, t.minute)
+            if t.hour != 0:  # daylight saving moved midnight
+                t = plus(t, timedelta(hours=24 - t.hour) if t.hour > 12 else timedelta(hours=-t.hour))
+            if t.day == 1:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while t.hour not in hours:
+            if not added:
+                added = True
+                t = wall(t.year, t.month, t.day, t.hour)
+            t = plus(t, timedelta(hours=1))
+            if t.hour == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while t.minute not in minutes:
+            if not added:
+                added = True
+                t = t.replace(second=0)
+            t = plus(t, timedelta(minutes=1))
+            if t.minute == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        while t.second != 0:
+            if not added:
+                added = True
+            t = plus(t, timedelta(seconds=1))
+            if t.second == 0:
+                wrapped = True
+                break
+        if wrapped:
+            continue
+        return t.astimezone(after.tzinfo)
+
+
+def activation_interval(schedule: CronSchedule, at: datetime) -> timedelta | None:
+    """The gap between the two activations that follow `at`: the Schedule's interval there (for
+    `0 3 * * 1-5` a day midweek, three days over a weekend)."""
+    first = next_activation(schedule, at)
+    second = next_activation(schedule, first) if first is not None else None
+    return None if first is None or second is None else second - first
