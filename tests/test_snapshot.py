@@ -3,13 +3,16 @@ what the app wrote after the restore) and the steps, with a scripted kopia."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
 import pytest
+from kubernetes.client.exceptions import ApiException
 
-from restoredrill.drill.snapshot import VolumeSnapshot, verify_snapshots, volume_snapshots
+from restoredrill.drill.snapshot import VolumeSnapshot, repository_access, verify_snapshots, volume_snapshots
+from restoredrill.errors import ConfigError
 from restoredrill.platform.kopia import KopiaCommands, filesystem_repository
 from restoredrill.verify import Entry, compare_with_snapshot
 
@@ -244,3 +247,49 @@ def test_a_failed_connect_is_one_problem() -> None:
                               snapshots=[SNAP], restore_uid="r-1", restore_started=None, timeout=5)
     (problem,) = result.problems
     assert "does not open the repository" in problem and result.volumes == []
+
+
+# ---- what reading the repository takes ---------------------------------------------------------
+class FakeCore:
+    def __init__(self, secrets: dict[str, dict[str, str]]) -> None:
+        self.secrets = secrets
+
+    def read_namespaced_secret(self, name: str, namespace: str) -> dict[str, Any]:
+        if (namespace, name) not in {("velero", n) for n in self.secrets}:
+            raise ApiException(status=404)
+        return {"metadata": {"name": name}, "data": self.secrets[name]}
+
+
+class FakeContext:
+    def __init__(self, bsl: dict[str, Any] | None, secrets: dict[str, dict[str, str]]) -> None:
+        self.bsl, self.core = bsl, FakeCore(secrets)
+
+    def get_object(self, group: str, version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        assert (group, plural, namespace, name) == ("velero.io", "backupstoragelocations", "velero", "default")
+        return self.bsl
+
+    def as_manifests(self, item: dict[str, Any]) -> dict[str, Any]:
+        return item
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def test_repository_access_reads_the_bsl_password_and_keys() -> None:
+    bsl = {"spec": {"provider": "aws", "objectStorage": {"bucket": "velero"}, "config": {"s3Url": "http://m:9000"}}}
+    secrets = {"velero-repo-credentials": {"repository-password": b64("static-passw0rd")},
+               "velero-s3-credentials": {"cloud": b64("[default]\naws_access_key_id=AK\naws_secret_access_key=SK\n")}}
+    access = repository_access(FakeContext(bsl, secrets), velero_namespace="velero", bsl_name="default")  # type: ignore[arg-type]
+    assert access.password == "static-passw0rd"
+    assert (access.credentials.access_key_id, access.credentials.secret_access_key) == ("AK", "SK")
+    # spec.credential names another Secret and key.
+    bsl["spec"]["credential"] = {"name": "other", "key": "creds"}
+    secrets["other"] = {"creds": b64("[default]\naws_access_key_id=A2\naws_secret_access_key=S2\n")}
+    access = repository_access(FakeContext(bsl, secrets), velero_namespace="velero", bsl_name="default")  # type: ignore[arg-type]
+    assert access.credentials.access_key_id == "A2"
+    del secrets["other"]
+    with pytest.raises(ConfigError, match="velero/other has no 'creds'"):
+        repository_access(FakeContext(bsl, secrets), velero_namespace="velero", bsl_name="default")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="no BackupStorageLocation velero/default"):
+        repository_access(FakeContext(None, secrets), velero_namespace="velero", bsl_name="default")  # type: ignore[arg-type]

@@ -14,18 +14,20 @@ verifier pod and its Secret in the restored namespace, runs the steps there and 
 
 from __future__ import annotations
 
+import base64
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from kubernetes.client.exceptions import ApiException
 
 from restoredrill.drill import data
-from restoredrill.errors import CommandError
+from restoredrill.errors import CommandError, ConfigError
 from restoredrill.platform import kopia
 from restoredrill.platform.base import PlatformContext
+from restoredrill.platform.velero import CREDENTIALS_SECRET, GROUP, VERSION
 from restoredrill.verify import Entry, compare_with_snapshot, parse_inventory
 from restoredrill.waits import wait_until
 
@@ -193,6 +195,44 @@ def _inventory(in_pod: Runner, path: str, *, timeout: float, what: str) -> dict[
         raise CommandError([*argv[:2], "<inventory script>", *argv[3:]], returncode=code, output=output,
                            remedy=f"the inventory of {what} failed; see the output")
     return parse_inventory(output)
+
+
+@dataclass(frozen=True)
+class RepositoryAccess:
+    """What reading a backup's repositories takes: the BackupStorageLocation, the repository
+    password and the S3 keys (the node-agent's own)."""
+
+    bsl: Mapping[str, Any]
+    password: str
+    credentials: kopia.S3Credentials
+
+
+def repository_access(ctx: PlatformContext, *, velero_namespace: str, bsl_name: str,
+                      credentials_secret: str = CREDENTIALS_SECRET, credentials_key: str = "cloud") -> RepositoryAccess:
+    """Read the BackupStorageLocation, Velero's `velero-repo-credentials` password and the S3
+    credentials file the BSL names (spec.credential), else the one Velero's pods mount."""
+    bsl = ctx.get_object(GROUP, VERSION, "backupstoragelocations", velero_namespace, bsl_name)
+    if bsl is None:
+        raise ConfigError(f"no BackupStorageLocation {velero_namespace}/{bsl_name}",
+                          remedy="name the BSL the backup was written to")
+    credential = (bsl.get("spec") or {}).get("credential") or {}
+    secret_name, key = str(credential.get("name") or credentials_secret), str(credential.get("key") or credentials_key)
+
+    def secret(name: str) -> dict[str, Any] | None:
+        try:
+            return cast(dict[str, Any], ctx.as_manifests(ctx.core.read_namespaced_secret(name, velero_namespace)))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    password = kopia.repository_password(secret(kopia.PASSWORD_SECRET), namespace=velero_namespace)
+    files = (secret(secret_name) or {}).get("data") or {}
+    if key not in files:
+        raise ConfigError(f"Secret {velero_namespace}/{secret_name} has no {key!r} with the S3 credentials",
+                          remedy="point the BackupStorageLocation's spec.credential at the credentials file")
+    text = base64.b64decode(str(files[key])).decode()
+    return RepositoryAccess(bsl=bsl, password=password, credentials=kopia.credentials_from_file(text))
 
 
 def verify_against_snapshots(ctx: PlatformContext, *, namespace: str, snapshots: Sequence[VolumeSnapshot],
