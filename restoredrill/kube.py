@@ -16,6 +16,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 
+from restoredrill import __version__
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
 from restoredrill.timeouts import timeout
 
@@ -26,6 +27,21 @@ KUBECTL_REMEDY = (
     "run `restoredrill toolchain` to build kubectl from the pinned Kubernetes module, then put its "
     f"directory on PATH or set {KUBECTL_ENV} to the binary; or install kubectl from your distribution"
 )
+
+
+# What the API server's audit log shows for every request restoredrill makes; the fixtures add the
+# run id, so a user (or a test) can tell one drill's requests from anything else on the cluster.
+_user_agent = f"restoredrill/{__version__}"
+
+
+def set_run_id(run_id: str) -> None:
+    """Name this run in the User-Agent of every API request from now on."""
+    global _user_agent
+    _user_agent = f"restoredrill/{__version__} run/{run_id}"
+
+
+def user_agent() -> str:
+    return _user_agent
 
 
 class TimedApiClient(client.ApiClient):
@@ -65,7 +81,9 @@ def load_api_client(kubeconfig: Path, context: str | None, *, retries: int | Non
         ) from error
     if retries is not None:
         configuration.retries = retries
-    return TimedApiClient(configuration)
+    api = TimedApiClient(configuration)
+    api.user_agent = _user_agent
+    return api
 
 
 def find_kubectl() -> str:

@@ -10,6 +10,7 @@ must be to the copy's namespace or to the drill's own Velero objects, and nothin
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -35,14 +36,18 @@ WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollectio
 OWN_VELERO_RESOURCES = frozenset({"backups", "restores", "downloadrequests", "deletebackuprequests", "configmaps"})
 
 
-def audit_writes(log: Path, *, since: datetime, user: str) -> list[dict[str, Any]]:
-    """Write requests of `user` in the API server's audit log after `since` (ResponseComplete stage)."""
+def audit_writes(log: Path, *, since: datetime, user: str, run_id: str) -> list[dict[str, Any]]:
+    """Write requests of `user` in the API server's audit log after `since` (ResponseComplete stage)
+    made by the run `run_id` (its User-Agent names it) or by kubectl (which the drill also runs)."""
     writes = []
     for line in log.read_text().splitlines():
         event = json.loads(line)
         if event.get("stage") != "ResponseComplete" or event.get("verb") not in WRITE_VERBS:
             continue
         if (event.get("user") or {}).get("username") != user:
+            continue
+        agent = str(event.get("userAgent", ""))
+        if f"run/{run_id}" not in agent and not agent.startswith("kubectl"):
             continue
         when = datetime.fromisoformat(event["requestReceivedTimestamp"].replace("Z", "+00:00"))
         if when >= since:
@@ -80,6 +85,8 @@ def test_existing_provider_drills_a_copy_and_writes_nothing_else(
     (live,) = deployed.ctx.as_manifests([deployed.ctx.core.read_namespace(deployed.ns)])
     live_uid = live["metadata"]["uid"]
     time.sleep(1.1)  # audit timestamps have microseconds; keep the fixture's own writes out of the window
+    run_id = f"existing{secrets.token_hex(3)}"
+    monkeypatch.setenv("RESTOREDRILL_RUN_ID", run_id)
     started = datetime.now(UTC)
     result = pytester.runpytest_subprocess(
         "suites/drills/test_namespace_restore.py", "-k", APP, "--gitops-repo", "repo",
@@ -94,7 +101,7 @@ def test_existing_provider_drills_a_copy_and_writes_nothing_else(
     assert entry["pod_volume_backups"] >= 1 and entry["pod_volume_restores"] == entry["pod_volume_backups"]
     assert all(line.startswith("deleted ") for line in entry["cleaned_up"]), entry["cleaned_up"]
 
-    writes = audit_writes(audit_log, since=started, user=user)
+    writes = audit_writes(audit_log, since=started, user=user, run_id=run_id)
     assert writes, "the audit log recorded none of the drill's writes: is the recording working?"
     outside = []
     for event in writes:
