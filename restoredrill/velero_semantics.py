@@ -158,6 +158,61 @@ def _listed(annotation: str) -> list[str]:
     return [item.strip() for item in annotation.split(",") if item.strip()]
 
 
+# Volume sources whose content comes from the API: GetVolumesByPod (pkg/util/podvolume) never takes
+# them by default; Velero backs up the Secret/ConfigMap objects themselves.
+API_VOLUME_SOURCES = ("secret", "configMap", "projected", "downwardAPI")
+
+
+@dataclass(frozen=True)
+class PodVolumePlan:
+    """What Velero's fs-backup does with one volume of a running pod."""
+
+    volume: str
+    claim: str | None  # the PVC it mounts, if any
+    coverage: Coverage
+    # Why fs-backup drops a volume it was asked to copy: a hostPath volume, or a claim bound to a
+    # hostPath PV (isHostPathVolume in pkg/podvolume/backupper.go: a log line, no error, no PVB).
+    skipped: str | None = None
+
+    @property
+    def expects_pod_volume_backup(self) -> bool:
+        return self.coverage.method == "fs-backup" and self.skipped is None
+
+
+def fs_backup_plan(template: Mapping[str, Any], server: VeleroServer, pod: Mapping[str, Any], *,
+                   host_path_claims: Iterable[str] = ()) -> list[PodVolumePlan]:
+    """Every volume of `pod` (an API object) and what a backup from `template` does with it.
+
+    `host_path_claims` names the pod's claims whose PV is hostPath. Opted-in volumes are taken
+    whatever their source (the annotation is honoured as written); by default the API-sourced ones
+    and the legacy `default-token-*` mounts are not. hostPath is dropped either way.
+    """
+    metadata = pod.get("metadata") or {}
+    annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
+    opted_in = set(_listed(annotations.get(INCLUDES_ANNOTATION, "")))
+    on_host = set(host_path_claims)
+    plans = []
+    for volume in (pod.get("spec") or {}).get("volumes") or []:
+        name = str(volume.get("name", ""))
+        claim_source = volume.get("persistentVolumeClaim") or {}
+        claim = str(claim_source["claimName"]) if claim_source.get("claimName") else None
+        coverage = volume_coverage(template, server, volume=name, pod_annotations=annotations)
+        skipped = None
+        if coverage.method == "fs-backup":
+            api_source = next((kind for kind in API_VOLUME_SOURCES if volume.get(kind) is not None), None)
+            if name not in opted_in and (api_source or name.startswith("default-token")):
+                coverage = Coverage(None, f"a {api_source or 'service account token'} volume: its content is "
+                                          "backed up as API objects, not by fs-backup", excluded=True)
+            elif volume.get("hostPath") is not None:
+                skipped = ("a hostPath volume: the node-agent reads only /var/lib/kubelet/pods, so fs-backup "
+                           "skips it")
+            elif claim is not None and claim in on_host:
+                skipped = (f"claim {claim} is bound to a hostPath PersistentVolume, which fs-backup skips "
+                           "(isHostPathVolume)")
+        plans.append(PodVolumePlan(volume=name, claim=claim, coverage=coverage, skipped=skipped))
+    return plans
+
+
 def ambiguous_snapshot_providers(locations: Sequence[tuple[str, str]], defaults: Iterable[str]) -> list[str]:
     """Providers with more than one VolumeSnapshotLocation and no default for them: Velero fails
     every backup that snapshots and names none ("more than one possible volume snapshot location")."""
