@@ -1,7 +1,9 @@
 """A tiny stand-in for the Kubernetes API server, enough for the namespace calls restoredrill makes.
 
 It serves plain HTTP on 127.0.0.1 (an ephemeral port) and records every request, so a test can
-show not only that a helper raised but that no DELETE ever reached the server.
+show not only that a helper raised but that no DELETE ever reached the server. `collections`
+serves any list path (e.g. /apis/velero.io/v1/backups) and `documents` any exact GET path; PUT
+and PATCH are recorded and refused, so a test can prove a reader never writes.
 """
 
 from __future__ import annotations
@@ -32,6 +34,14 @@ class FakeApiServer:
     pv_source: dict[str, Any] = field(default_factory=lambda: {"local": {"path": "/var/local-path-provisioner/x"}})
     # CustomResourceDefinitions it lists (none: a cluster without Velero, CNPG or Flux).
     crds: list[dict[str, Any]] = field(default_factory=list)
+    # Items served by LIST at a collection path (fieldSelector metadata.name/metadata.namespace and
+    # equality labelSelectors applied), and bodies served by GET at an exact path.
+    collections: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    documents: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def writes(self) -> list[tuple[str, str]]:
+        """Every request that was not a read (GET; LIST and WATCH are GETs too)."""
+        return [(method, path) for method, path, _ in self.requests if method != "GET"]
 
     def persistent_volume(self, name: str) -> dict[str, Any]:
         return {
@@ -75,6 +85,15 @@ def _matches(labels: dict[str, str], selector: str) -> bool:
     for term in filter(None, selector.split(",")):
         key, _, value = term.partition("=")
         if labels.get(key) != value:
+            return False
+    return True
+
+
+def _fields_match(obj: dict[str, Any], selector: str) -> bool:
+    metadata = obj.get("metadata") or {}
+    for term in filter(None, selector.split(",")):
+        key, _, value = term.partition("=")
+        if metadata.get(key.removeprefix("metadata.")) != value:
             return False
     return True
 
@@ -127,6 +146,16 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                         "platform": "linux/amd64",
                     },
                 )
+            if method == "GET" and path in server.collections:
+                query = parse_qs(url.query)
+                labels, fields = query.get("labelSelector", [""])[0], query.get("fieldSelector", [""])[0]
+                items = [item for item in server.collections[path] if _fields_match(item, fields)
+                         and _matches((item.get("metadata") or {}).get("labels") or {}, labels)]
+                return self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items})
+            if method == "GET" and path in server.documents:
+                return self._send(200, server.documents[path])
+            if method in ("PUT", "PATCH"):
+                return self._send(405, _status(405, "MethodNotAllowed", f"fake API server: {method} refused"))
             if path == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" and method == "GET":
                 return self._send(200, {"kind": "CustomResourceDefinitionList", "apiVersion": "apiextensions.k8s.io/v1",
                                         "metadata": {}, "items": server.crds})
@@ -186,6 +215,12 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             self._handle("DELETE")
+
+        def do_PUT(self) -> None:
+            self._handle("PUT")
+
+        def do_PATCH(self) -> None:
+            self._handle("PATCH")
 
     return Handler
 
