@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "restoredrill.toolchain.commands",
     "restoredrill.cluster.commands",
     "restoredrill.timeouts",
+    "restoredrill.audit",
 )
 
 
