@@ -4,6 +4,7 @@ naming the object and the fix; against a recording API server it sends nothing b
 from __future__ import annotations
 
 import json
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 
 from restoredrill.audit import (
+    CHECKS,
     AuditReport,
     AuditSettings,
     ClusterState,
@@ -20,7 +22,10 @@ from restoredrill.audit import (
     render_text,
 )
 from restoredrill.cli import main
+from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
 from tests.providers.fake_apiserver import running_fake_apiserver
+
+pytest_plugins = ("pytester",)
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 BACKUP = "pelican-daily-20261126020000"
@@ -354,17 +359,25 @@ def serve(server: Any, objects: dict[str, list[dict[str, Any]]]) -> None:
                                                                                   "name": "data"}}]}]}
 
 
+def shifted(value: Any, *, by: timedelta) -> Any:
+    """`value` with every timestamp moved by `by`: the cluster as seen by a reader that audits now."""
+    if isinstance(value, dict):
+        return {key: shifted(item, by=by) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shifted(item, by=by) for item in value]
+    if isinstance(value, str) and len(value) == 20 and value.endswith("Z") and value[10] == "T":
+        return _ts(datetime.fromisoformat(value) + by)
+    return value
+
+
+def now_objects() -> dict[str, list[dict[str, Any]]]:
+    # The 02:00 backup of today, whatever the time now: ten hours before 12:00.
+    real_now = datetime.now(UTC).replace(microsecond=0)
+    return shifted(healthy(), by=real_now - NOW)  # type: ignore[no-any-return]
+
+
 def test_the_audit_only_reads(tmp_path: Path) -> None:
-    objects = healthy()
-    # Timestamps relative to the real clock: the reader audits "now".
-    real_now = datetime.now(UTC)
-    shift = real_now - NOW
-    objects["storage_locations"][0]["status"]["lastValidationTime"] = _ts(real_now)
-    backup_status = objects["backups"][0]["status"]
-    backup_status["startTimestamp"] = _ts(real_now - timedelta(minutes=5))
-    objects["backups"][0]["metadata"]["creationTimestamp"] = backup_status["startTimestamp"]
-    for pod in objects["pods"]:
-        pod["metadata"]["creationTimestamp"] = _ts(NOW - timedelta(days=5) + shift)
+    objects = now_objects()
     objects["pod_volume_backups"][0]["status"]["progress"] = {"totalBytes": 0}  # a fault the stats reveal
     with running_fake_apiserver() as server:
         serve(server, objects)
@@ -379,7 +392,7 @@ def test_the_audit_only_reads(tmp_path: Path) -> None:
 
 def test_the_command_exits_non_zero_on_findings_and_speaks_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]
                                                                 ) -> None:
-    objects = healthy()
+    objects = now_objects()
     objects["schedules"][0]["spec"]["paused"] = True
     with running_fake_apiserver() as server:
         serve(server, objects)
@@ -392,3 +405,26 @@ def test_the_command_exits_non_zero_on_findings_and_speaks_json(tmp_path: Path, 
     paused = next(f for f in printed["findings"] if f["check"] == "schedules")
     assert paused["subject"] == "Schedule velero/pelican-daily" and "paused" in paused["problem"]
     assert 'check="schedules",severity="error"} 1' in (tmp_path / "m.prom").read_text()
+
+
+def test_the_audit_suite_reports_a_paused_schedule(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pytest suites -m audit --cluster-kubeconfig K` as a user runs it: one test per check, the
+    paused Schedule's failing, the reports written, and nothing but reads sent."""
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+    shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
+    shutil.copytree(PROJECT_ROOT / "suites", pytester.path / "suites")
+    objects = now_objects()
+    objects["schedules"][0]["spec"]["paused"] = True
+    with running_fake_apiserver() as server:
+        serve(server, objects)
+        kubeconfig = server.kubeconfig(pytester.path)
+        result = pytester.runpytest_subprocess("suites", "-m", "audit", "--cluster-kubeconfig", str(kubeconfig),
+                                               "--gitops-repo", str(EXAMPLE_REPO), "-p", "no:cacheprovider")
+        assert server.writes() == []
+    result.assert_outcomes(passed=4, failed=1)
+    result.stdout.fnmatch_lines(["*Schedule velero/pelican-daily: is paused (spec.paused: true)*"])
+    summary = json.loads((pytester.path / "reports" / "summary.json").read_text())
+    failed = next(r for r in summary["results"] if r["outcome"] == "failed")
+    assert failed["scenario"] == "audit" and failed["check"] == "schedules" and failed["errors"] == 1
+    results = [json.loads(p.read_text()) for p in (pytester.path / "reports" / "allure-results").glob("*-result.json")]
+    assert any(r["name"] == "audit: " + CHECKS["schedules"] and r["status"] == "failed" for r in results)
