@@ -43,6 +43,7 @@ from restoredrill.velero_semantics import (
     EXCLUDES_ANNOTATION,
     PodVolumePlan,
     VeleroServer,
+    all_namespaces,
     fs_backup_plan,
     includes_namespace,
     selector_matches,
@@ -121,6 +122,8 @@ class ClusterState:
     # usedBytes by (namespace, claim) from the kubelets' stats; None: not readable.
     claim_usage: dict[tuple[str, str], int] | None = None
     notes: list[str] = field(default_factory=list)  # what could not be read, and so was not judged
+    # Lists grouped by a key, made once per state (see _grouped): per-Schedule scans stay linear.
+    groups: dict[str, dict[Any, list[dict[str, Any]]]] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -251,10 +254,23 @@ def check_storage_locations(state: ClusterState, settings: AuditSettings) -> lis
 
 def _schedule_backups(state: ClusterState, schedule: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The Schedule's Backups, newest first."""
-    namespace, name = _meta(schedule).get("namespace"), _meta(schedule).get("name")
-    found = [b for b in state.backups if _meta(b).get("namespace") == namespace
-             and (_meta(b).get("labels") or {}).get(SCHEDULE_LABEL) == name]
-    return sorted(found, key=lambda b: _started(b) or datetime.min.replace(tzinfo=UTC), reverse=True)
+    key = (_meta(schedule).get("namespace"), _meta(schedule).get("name"))
+    return _grouped(state, "backups", lambda b: (_meta(b).get("namespace"),
+                                                 (_meta(b).get("labels") or {}).get(SCHEDULE_LABEL))).get(key, [])
+
+
+def _grouped(state: ClusterState, attribute: str, key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[Any]]:
+    """The objects of one list grouped by `key`, computed once per state (Backups newest first)."""
+    cache = state.groups
+    if attribute not in cache:
+        groups: dict[Any, list[dict[str, Any]]] = {}
+        for item in getattr(state, attribute):
+            groups.setdefault(key(item), []).append(item)
+        if attribute == "backups":
+            for items in groups.values():
+                items.sort(key=lambda b: _started(b) or datetime.min.replace(tzinfo=UTC), reverse=True)
+        cache[attribute] = groups
+    return cache[attribute]
 
 
 def last_finished_backup(state: ClusterState, schedule: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -370,8 +386,12 @@ def _backed_up_pods(state: ClusterState, spec: Mapping[str, Any], started: datet
             str(r) for r in spec.get("excludedResources") or []):
         return []
     selectors = [s for s in [spec.get("labelSelector"), *(spec.get("orLabelSelectors") or [])] if s]
+    by_namespace = _grouped(state, "pods", lambda p: _meta(p).get("namespace"))
+    candidates = state.pods if all_namespaces(spec) else [
+        pod for namespace in dict.fromkeys(str(n) for n in spec.get("includedNamespaces") or [])
+        for pod in by_namespace.get(namespace, [])]
     pods = []
-    for pod in state.pods:
+    for pod in candidates:
         labels = _meta(pod).get("labels") or {}
         created = _time(_meta(pod).get("creationTimestamp"))
         if (_status(pod).get("phase") == "Running" and includes_namespace(spec, _meta(pod).get("namespace"))
@@ -402,7 +422,8 @@ def check_pod_volumes(state: ClusterState, settings: AuditSettings) -> list[Audi
             continue
         backup_name = str(_meta(backup).get("name"))
         spec = backup.get("spec") or {}
-        pvbs = [p for p in state.pod_volume_backups if (_meta(p).get("labels") or {}).get(BACKUP_LABEL) == backup_name]
+        pvbs = _grouped(state, "pod_volume_backups",
+                        lambda p: (_meta(p).get("labels") or {}).get(BACKUP_LABEL)).get(backup_name, [])
         by_volume: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
         for pvb in pvbs:
             pod_ref = (pvb.get("spec") or {}).get("pod") or {}
