@@ -390,10 +390,10 @@ IMAGE_BUILDS: dict[str, tuple[str, ...]] = {
     "kopia": ("kopia",),
 }
 # Images upstream does not publish: built here and loaded on every provider.
-LOCAL_ONLY_IMAGES = ("git-server",)
+LOCAL_ONLY_IMAGES = ("git-server", "kopia")
 # What the four components need on the local provider (MinIO as the object store).
 DEFAULT_LOCAL_IMAGES = ("minio", "velero", "velero-plugin-for-aws", "cnpg-operator", "postgresql",
-                        "source-controller", "kustomize-controller", "git-server")
+                        "source-controller", "kustomize-controller", "git-server", "kopia")
 
 
 def build_local_images(names: Iterable[str] = DEFAULT_LOCAL_IMAGES, *, toolchain: GoToolchain | None = None,

@@ -87,11 +87,12 @@ class S3Client:
     def __repr__(self) -> str:  # never show the secret key
         return f"S3Client(endpoint={self.endpoint!r}, region={self.region!r})"
 
-    def _request(self, method: str, path: str, *, query: str = "") -> tuple[int, bytes]:
+    def _request(self, method: str, path: str, *, query: str = "", body: bytes | None = None) -> tuple[int, bytes]:
         url = self.endpoint.rstrip("/") + path + (f"?{query}" if query else "")
+        payload = hashlib.sha256(body).hexdigest() if body is not None else EMPTY_SHA256
         headers = sign_request(method=method, url=url, access_key=self.access_key, secret_key=self.secret_key,
-                               region=self.region)
-        request = urllib.request.Request(url, method=method, headers=headers)
+                               region=self.region, payload_sha256=payload)
+        request = urllib.request.Request(url, method=method, headers=headers, data=body)
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 return int(response.status), bytes(response.read())
@@ -121,6 +122,13 @@ class S3Client:
                 return False
             raise
         return True
+
+    def get_object(self, bucket: str, key: str) -> bytes:
+        return self._request("GET", f"/{bucket}/{urllib.parse.quote(key, safe='/')}")[1]
+
+    def put_object(self, bucket: str, key: str, data: bytes) -> None:
+        """Write an object (restoredrill's own buckets only: a fault test corrupts a drill's own backup)."""
+        self._request("PUT", f"/{bucket}/{urllib.parse.quote(key, safe='/')}", body=data)
 
     def list_keys(self, bucket: str, *, prefix: str = "") -> list[str]:
         """Every key under `prefix` (follows continuation tokens)."""

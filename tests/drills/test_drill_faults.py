@@ -17,6 +17,7 @@ import pytest
 from restoredrill.catalogue import App, Catalogue
 from restoredrill.drill import data
 from restoredrill.drill.namespace import DrillFailed, NamespaceDrill
+from restoredrill.platform import ObjectStore, kopia
 from restoredrill.platform.velero import GROUP, VERSION
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
@@ -63,6 +64,43 @@ def test_clean_restore_verifies(restored: NamespaceDrill) -> None:
     restored.step("verify", restored.verify)
     assert restored.record.files_verified > 0 and restored.record.pod_volume_restores == 2
     assert restored.record.volumes_verified == 2
+
+
+def test_a_corrupted_pack_of_the_snapshot_fails_the_drill_naming_it(restored: NamespaceDrill,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """Kopia verification of the backup itself: a flipped pack object in the bucket fails at once,
+    naming the object, the volume and what kopia said; not a timeout, not a pass."""
+    store: ObjectStore = request.getfixturevalue("object_store")
+    bsl = restored.velero.bsl()
+    assert bsl is not None
+    repository = kopia.repository_for(bsl, volume_namespace=restored.ns)
+    with store.client() as s3:
+        packs = [k for k in s3.list_keys(repository.bucket, prefix=repository.prefix)
+                 if k.rsplit("/", 1)[-1].startswith("p")]
+        assert packs, f"no pack objects under s3://{repository.bucket}/{repository.prefix}"
+        originals = {key: s3.get_object(repository.bucket, key) for key in packs}
+        try:
+            for key, body in originals.items():
+                middle = len(body) // 2
+                s3.put_object(repository.bucket, key, body[:middle] + bytes(b ^ 0xFF for b in body[middle:middle + 64])
+                              + body[middle + 64:])
+            failure = expect_failure(restored.verify, "s3://", "pack", f"PVC {restored.ns}/{CLAIM}")
+            assert any(key.rsplit("/", 1)[-1] in str(failure) for key in packs), str(failure)
+        finally:
+            for key, body in originals.items():
+                s3.put_object(repository.bucket, key, body)
+    restored.verify()  # and with the packs as they were, it verifies again
+
+
+def test_a_changed_mode_or_owner_fails_the_drill(restored: NamespaceDrill) -> None:
+    """A restore that leaves a file with the wrong mode or owner is no restore of it."""
+    small = f"{data.MOUNT_ROOT}/{CLAIM}/{data.SEED_DIR}/small.txt"
+    before = in_inspector(restored, f"stat -c '%a %u %g' {small}").split()
+    in_inspector(restored, f"chmod 0000 {small} && chown 4242:4242 {small}")
+    try:
+        expect_failure(restored.verify, f"{data.SEED_DIR}/small.txt", "mode", "uid")
+    finally:
+        in_inspector(restored, f"chmod {before[0]} {small} && chown {before[1]}:{before[2]} {small}")
 
 
 def test_a_changed_byte_fails_the_drill(restored: NamespaceDrill) -> None:
