@@ -94,11 +94,19 @@ def test_ownership_labels_are_stripped_by_merge_patches_only_where_present() -> 
 
 def test_claims_are_provisioned_anew_never_bound_to_the_live_volumes() -> None:
     (claims,) = [r for r in resource_modifiers("pelican")["resourceModifierRules"]
-                 if r["conditions"]["groupResource"] == "persistentvolumeclaims"]
+                 if r["conditions"]["groupResource"] == "persistentvolumeclaims" and "matches" not in r["conditions"]]
     assert claims["conditions"]["namespaces"] == ["pelican"]
     patch = json.loads(claims["mergePatches"][0]["patchData"])
     assert patch["spec"] == {"volumeName": None}
     assert patch["metadata"]["annotations"]["pv.kubernetes.io/bind-completed"] is None
+
+
+def test_a_static_claim_takes_the_default_class_in_the_copy() -> None:
+    """A claim with storageClassName "" could only bind to the live static PV (the NFS library)."""
+    (static,) = [r for r in resource_modifiers("immich")["resourceModifierRules"]
+                 if "matches" in r["conditions"]]
+    assert static["conditions"]["matches"] == [{"path": "/spec/storageClassName", "value": ""}]
+    assert json.loads(static["mergePatches"][0]["patchData"]) == {"spec": {"storageClassName": None}}
 
 
 def test_the_copy_is_isolated_from_the_live_app() -> None:

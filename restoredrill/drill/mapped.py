@@ -94,6 +94,11 @@ def resource_modifiers(namespace: str) -> dict[str, Any]:
                   "mergePatches": [{"patchData": json.dumps({
                       "spec": {"volumeName": None},
                       "metadata": {"annotations": {key: None for key in CLAIM_BINDING_ANNOTATIONS}}})}]})
+    # A claim of a static PV (storageClassName "", an NFS library) could only bind to the live PV: in
+    # the copy it takes the default class instead, and starts empty (its data is not in the backup).
+    rules.append({"conditions": {"groupResource": "persistentvolumeclaims", "namespaces": [namespace],
+                                 "matches": [{"path": "/spec/storageClassName", "value": ""}]},
+                  "mergePatches": [{"patchData": json.dumps({"spec": {"storageClassName": None}})}]})
     for annotation in OWNERSHIP_ANNOTATIONS:
         rules.append({"conditions": {"groupResource": "**", "namespaces": [namespace]},
                       "mergePatches": [{"patchData": json.dumps({"metadata": {"annotations": {annotation: None}}})}]})
