@@ -106,7 +106,8 @@ def test_a_static_claim_takes_the_default_class_in_the_copy() -> None:
     (static,) = [r for r in resource_modifiers("immich")["resourceModifierRules"]
                  if "matches" in r["conditions"]]
     assert static["conditions"]["matches"] == [{"path": "/spec/storageClassName", "value": ""}]
-    assert json.loads(static["mergePatches"][0]["patchData"]) == {"spec": {"storageClassName": None}}
+    assert json.loads(static["mergePatches"][0]["patchData"]) == {"spec": {"storageClassName": None,
+                                                                            "accessModes": ["ReadWriteOnce"]}}
 
 
 def test_the_copy_is_isolated_from_the_live_app() -> None:

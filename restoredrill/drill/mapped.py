@@ -95,10 +95,12 @@ def resource_modifiers(namespace: str) -> dict[str, Any]:
                       "spec": {"volumeName": None},
                       "metadata": {"annotations": {key: None for key in CLAIM_BINDING_ANNOTATIONS}}})}]})
     # A claim of a static PV (storageClassName "", an NFS library) could only bind to the live PV: in
-    # the copy it takes the default class instead, and starts empty (its data is not in the backup).
+    # the copy it takes the default class instead, ReadWriteOnce (what every provisioner offers), and
+    # starts empty (its data is not in the backup).
     rules.append({"conditions": {"groupResource": "persistentvolumeclaims", "namespaces": [namespace],
                                  "matches": [{"path": "/spec/storageClassName", "value": ""}]},
-                  "mergePatches": [{"patchData": json.dumps({"spec": {"storageClassName": None}})}]})
+                  "mergePatches": [{"patchData": json.dumps({"spec": {"storageClassName": None,
+                                                                      "accessModes": ["ReadWriteOnce"]}})}]})
     for annotation in OWNERSHIP_ANNOTATIONS:
         rules.append({"conditions": {"groupResource": "**", "namespaces": [namespace]},
                       "mergePatches": [{"patchData": json.dumps({"metadata": {"annotations": {annotation: None}}})}]})
@@ -276,7 +278,9 @@ class MappedNamespaceDrill:
         self.made.append(f"ConfigMap {self.velero.namespace}/{self.modifier_name}")
         self.record.standins.append(
             f"resource modifier {self.velero.namespace}/{self.modifier_name}: the copy's objects lose the labels "
-            f"{', '.join(OWNERSHIP_LABELS)} and annotations {', '.join(OWNERSHIP_ANNOTATIONS)} (velero 7848)")
+            f"{', '.join(OWNERSHIP_LABELS)} and annotations {', '.join(OWNERSHIP_ANNOTATIONS)} (velero 7848); "
+            "its claims are provisioned anew, and a claim of a static PV (storageClassName \"\") takes the default "
+            "class, ReadWriteOnce, and starts empty: its data is not in the backup")
 
     @property
     def modifier_name(self) -> str:
