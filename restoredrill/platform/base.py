@@ -209,7 +209,7 @@ class PlatformContext:
             return (ready if len(ready) >= need and len(ready) == len(pods) else None), seen
 
         return wait_until(f"{what} ({namespace}, {selector}) to be Ready", probe,
-                          timeout=self.timeout(timeout_name), interval=2.0, on_progress=None,
+                          timeout=self.timeout(timeout_name), on_progress=None,
                           remedy=f"`kubectl -n {namespace} describe pods -l {selector}` and their logs")
 
 
