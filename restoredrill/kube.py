@@ -40,10 +40,6 @@ def set_run_id(run_id: str) -> None:
     _user_agent = f"restoredrill/{__version__} run/{run_id}"
 
 
-def user_agent() -> str:
-    return _user_agent
-
-
 class TimedApiClient(client.ApiClient):
     """An ApiClient whose every request has a time limit: the `api_request` timeout unless the caller
     passes its own `_request_timeout` (a watch does). Without one, a hung API server hangs the call,

@@ -17,6 +17,16 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE_REPO = PROJECT_ROOT / "examples" / "home-cluster"
 
 
+def user_project(folder: Path, *, repo: bool = True) -> Path:
+    """`folder` laid out as a user's checkout: the root conftest (restoredrill's plugins), the suites
+    and, unless `repo` is False, a copy of the example GitOps repo as `repo/`."""
+    shutil.copy(PROJECT_ROOT / "conftest.py", folder / "conftest.py")
+    shutil.copytree(PROJECT_ROOT / "suites", folder / "suites")
+    if repo:
+        shutil.copytree(EXAMPLE_REPO, folder / "repo")
+    return folder
+
+
 class RepoCopy:
     """A writable copy of the bundled example repo, to break one thing at a time."""
 

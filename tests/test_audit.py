@@ -4,7 +4,6 @@ naming the object and the fix; against a recording API server it sends nothing b
 from __future__ import annotations
 
 import json
-import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ from restoredrill.audit import (
     render_text,
 )
 from restoredrill.cli import main
-from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
+from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT, user_project
 from tests.providers.fake_apiserver import running_fake_apiserver
 
 pytest_plugins = ("pytester",)
@@ -411,8 +410,7 @@ def test_the_audit_suite_reports_a_paused_schedule(pytester: pytest.Pytester, mo
     """`pytest suites -m audit --cluster-kubeconfig K` as a user runs it: one test per check, the
     paused Schedule's failing, the reports written, and nothing but reads sent."""
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
-    shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
-    shutil.copytree(PROJECT_ROOT / "suites", pytester.path / "suites")
+    user_project(pytester.path, repo=False)
     objects = now_objects()
     objects["schedules"][0]["spec"]["paused"] = True
     with running_fake_apiserver() as server:

@@ -4,7 +4,6 @@ on a cluster that has no Velero (against a stand-in API server that records ever
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from restoredrill.drill.mapped import (
 from restoredrill.kube import load_api_client
 from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.discover import PlatformMissing, discover_platform
-from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, user_project
 from tests.providers.fake_apiserver import running_fake_apiserver
 
 pytest_plugins = ("pytester",)
@@ -137,9 +136,7 @@ def test_the_drill_on_a_cluster_without_velero_fails_and_writes_nothing(pytester
                                                                         monkeypatch: pytest.MonkeyPatch,
                                                                         tmp_path: Path) -> None:
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
-    shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
-    shutil.copytree(PROJECT_ROOT / "suites", pytester.path / "suites")
-    shutil.copytree(EXAMPLE_REPO, pytester.path / "repo")
+    user_project(pytester.path)
     with running_fake_apiserver() as server:
         result = pytester.runpytest_subprocess(
             "suites/drills/test_namespace_restore.py", "-k", "pelican", "--gitops-repo", "repo",

@@ -5,11 +5,9 @@ None of these needs a cluster: each path fails before one would be made, which i
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
-from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, user_project
 
 pytest_plugins = ("pytester",)
 
@@ -18,9 +16,7 @@ pytest_plugins = ("pytester",)
 def project(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A folder like the checkout: the root conftest, the suites and a copy of the example repo."""
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
-    shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
-    shutil.copytree(PROJECT_ROOT / "suites", pytester.path / "suites")
-    shutil.copytree(EXAMPLE_REPO, pytester.path / "repo")
+    user_project(pytester.path)
     return pytester
 
 

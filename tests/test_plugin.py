@@ -1,12 +1,11 @@
 """The pytest plugin and the static suite, run as a user runs them (pytester, in a subprocess)."""
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, user_project
 
 pytest_plugins = ("pytester",)
 
@@ -15,9 +14,7 @@ pytest_plugins = ("pytester",)
 def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
     """A project folder like the checkout: the root conftest and the static suite."""
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
-    shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
-    shutil.copytree(PROJECT_ROOT / "suites", pytester.path / "suites")
-    shutil.copytree(EXAMPLE_REPO, pytester.path / "repo")
+    user_project(pytester.path)
     return pytester
 
 

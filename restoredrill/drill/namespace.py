@@ -37,6 +37,7 @@ from restoredrill.platform.flux import GIT_SERVER, SOURCE_GROUP, SOURCE_VERSION
 from restoredrill.platform.velero import GROUP, VERSION
 from restoredrill.velero_semantics import hook_selects_pod
 from restoredrill.verify import (
+    VELERO_DONE_DIR,
     Entry,
     PodVolumeRecord,
     compare_drift,
@@ -56,9 +57,6 @@ DEFAULT_WARNING_ALLOW_LIST = (
     "could not restore, ConfigMap:kube-root-ca.crt already exists",
     "could not restore, ServiceAccount:default already exists",
 )
-# Velero's node-agent marks each restored volume done with `.velero/<restore UID>`; the restore
-# helper init container (uid 1000) cannot remove that root-owned folder, so it stays.
-VELERO_DONE_DIR = ".velero"
 INSPECTOR = "restoredrill-inspector"
 
 

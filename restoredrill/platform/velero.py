@@ -353,10 +353,6 @@ class Velero:
         """The user's own Velero on a cluster restoredrill did not create: used, never installed."""
         return cls(ctx, endpoint=None, credentials=None, namespace=namespace, bsl_name=bsl_name)
 
-    @property
-    def installable(self) -> bool:
-        return self.endpoint is not None and self.credentials is not None
-
     # ---- install --------------------------------------------------------------------------------
     def crds(self) -> list[Manifest]:
         from restoredrill.schemas import fetch_crds

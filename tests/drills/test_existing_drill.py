@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
@@ -24,7 +23,7 @@ from kubernetes import client
 from restoredrill.catalogue import App, Catalogue
 from restoredrill.cluster import ClusterHandle
 from restoredrill.drill.namespace import NamespaceDrill
-from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, user_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
 pytest_plugins = ("pytester",)
@@ -80,9 +79,7 @@ def test_existing_provider_drills_a_copy_and_writes_nothing_else(
     assert audit_log.is_file(), "the local cluster's API server writes an audit log"
     user = user_name(deployed.ctx.api)
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
-    shutil.copy(PROJECT_ROOT / "conftest.py", pytester.path / "conftest.py")
-    shutil.copytree(PROJECT_ROOT / "suites", pytester.path / "suites")
-    shutil.copytree(EXAMPLE_REPO, pytester.path / "repo")
+    user_project(pytester.path)
     (live,) = deployed.ctx.as_manifests([deployed.ctx.core.read_namespace(deployed.ns)])
     live_uid = live["metadata"]["uid"]
     time.sleep(1.1)  # audit timestamps have microseconds; keep the fixture's own writes out of the window

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from restoredrill.cluster import ClusterHandle
-from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, user_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
 
@@ -36,11 +36,8 @@ def drill_command(project: Path) -> list[str]:
 def project_copy(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     project.mkdir()
-    shutil.copy(PROJECT_ROOT / "conftest.py", project / "conftest.py")
     shutil.copy(PROJECT_ROOT / "pyproject.toml", project / "pyproject.toml")
-    shutil.copytree(PROJECT_ROOT / "suites", project / "suites")
-    shutil.copytree(EXAMPLE_REPO, project / "repo")
-    return project
+    return user_project(project)
 
 
 def test_a_drill_interrupted_at_the_restore_leaves_the_next_one_able_to_pass(cluster: ClusterHandle,
