@@ -233,9 +233,8 @@ class MappedNamespaceDrill:
         name = f"{schedule['metadata']['name']}-drill-{self.run_id}-{self.tag}"[:63].rstrip("-")
         template = dict(schedule["spec"]["template"])
         template.setdefault("storageLocation", self.platform.bsl)
-        body = self.velero.create_backup_from_schedule_template(template, name,
-                                                                schedule_name=schedule["metadata"]["name"])
-        self.label(body)
+        self.velero.create_backup_from_schedule_template(template, name, schedule_name=schedule["metadata"]["name"],
+                                                         labels=self.labels)
         self.record.backup = name
         self.made.append(f"Backup {self.velero.namespace}/{name}")
         backup = self.velero.wait_for_backup(name, require_completed=False)
@@ -252,13 +251,6 @@ class MappedNamespaceDrill:
                      f"{(v.get('status') or {}).get('message', '')}" for v in volumes
                      if (v.get("status") or {}).get("phase") != "Completed"]
         self.fail(problems, remedy=f"`velero backup describe {name} --details`")
-
-    def label(self, body: Mapping[str, Any]) -> None:
-        """Label a Velero object the drill made with this run (what its clean-up checks)."""
-        metadata = body["metadata"]
-        self.ctx.custom.patch_namespaced_custom_object(
-            GROUP, VERSION, self.velero.namespace, f"{body['kind'].lower()}s", metadata["name"],
-            {"metadata": {"labels": self.labels}})
 
     # ---- the copy --------------------------------------------------------------------------
     def prepare_copy(self) -> None:

@@ -206,18 +206,21 @@ def rbac(*, namespace: str = NAMESPACE) -> list[Manifest]:
 
 def backup_from_schedule_template(template: Mapping[str, Any], *, name: str, namespace: str = NAMESPACE,
                                   schedule_name: str | None = None,
-                                  schedule_labels: Mapping[str, str] | None = None) -> Manifest:
+                                  schedule_labels: Mapping[str, str] | None = None,
+                                  labels: Mapping[str, str] | None = None) -> Manifest:
     """The Backup `velero backup create NAME --from-schedule` makes from a Schedule's template.
 
     As Velero's BackupBuilder.FromSchedule: the template's `metadata.labels` (else the Schedule's
-    own labels) become the Backup's labels, plus `velero.io/schedule-name`; the spec is the
-    template itself (its `metadata` key is part of the spec type and is kept).
+    own labels) become the Backup's labels, plus `velero.io/schedule-name` and `labels` (the
+    drill's own); the spec is the template itself (its `metadata` key is part of the spec type and
+    is kept).
     """
     spec = copy.deepcopy(dict(template))
     template_labels = (spec.get("metadata") or {}).get("labels")
     backup_labels = dict(template_labels if template_labels is not None else (schedule_labels or {}))
     if schedule_name:
         backup_labels[SCHEDULE_NAME_LABEL] = schedule_name
+    backup_labels.update(labels or {})
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if backup_labels:
         metadata["labels"] = backup_labels
@@ -453,11 +456,12 @@ class Velero:
 
     # ---- backups ----------------------------------------------------------------------------------
     def create_backup_from_schedule_template(self, schedule_spec_template: Mapping[str, Any], name: str, *,
-                                             schedule_name: str | None = None) -> Manifest:
+                                             schedule_name: str | None = None,
+                                             labels: Mapping[str, str] | None = None) -> Manifest:
         """Create a Backup from a Schedule's `spec.template` (what `--from-schedule` does)."""
         self.check_bsl_available()
         body = backup_from_schedule_template(schedule_spec_template, name=name, namespace=self.namespace,
-                                             schedule_name=schedule_name)
+                                             schedule_name=schedule_name, labels=labels)
         return self.ctx.create_object(GROUP, VERSION, "backups", self.namespace, body)
 
     def create_backup_from_schedule(self, schedule: Mapping[str, Any], name: str) -> Manifest:

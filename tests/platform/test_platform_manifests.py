@@ -255,6 +255,13 @@ def test_backup_falls_back_to_schedule_labels_without_template_labels() -> None:
     assert backup["metadata"]["labels"] == {"team": "x", "velero.io/schedule-name": "s"}
 
 
+def test_a_drills_own_labels_join_the_schedules() -> None:
+    backup = backup_from_schedule_template({"includedNamespaces": ["a"]}, name="b", schedule_name="s",
+                                           schedule_labels={"team": "x"}, labels={"restoredrill.io/run-id": "r1"})
+    assert backup["metadata"]["labels"] == {"team": "x", "velero.io/schedule-name": "s",
+                                            "restoredrill.io/run-id": "r1"}
+
+
 def test_create_backup_refuses_when_bsl_unavailable() -> None:
     bsl = {"status": {"phase": "Unavailable", "message": "dial tcp: connection refused"}}
     ctx = FakeContext(objects={("backupstoragelocations", "default"): bsl})
