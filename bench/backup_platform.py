@@ -36,7 +36,6 @@ from restoredrill.kube import load_api_client
 from restoredrill.pins import cache_dir
 from restoredrill.platform import PlatformContext, PlatformStack
 from restoredrill.platform.images import DEFAULT_LOCAL_IMAGES, build_local_images, platform_image_set
-from restoredrill.platform.velero import PodVolume
 from restoredrill.timeouts import timeout
 from restoredrill.waits import wait_until
 
@@ -95,7 +94,7 @@ def single_pvc_drill(stack: PlatformStack, ctx: PlatformContext) -> tuple[float,
              "ttl": "1h0m0s"}, backup)
         stack.velero.wait_for_backup(backup)
         backup_seconds = time.monotonic() - started
-        stack.velero.check_pod_volume_backups(backup, [PodVolume(namespace, "writer", "data")])
+        stack.velero.check_pod_volume_backups(backup, [(f"{namespace}/writer", "data")])
         delete_owned_namespace(ctx.api, namespace, run_id=run_id, wait_timeout=timeout("namespace_deleted"))
         restore = f"{namespace}-r"
         started = time.monotonic()

@@ -337,47 +337,6 @@ def _show(value: object) -> str:
     return str(value)
 
 
-@dataclass(frozen=True)
-class PodVolumeRecord:
-    """A PodVolumeBackup or PodVolumeRestore, reduced to what the drill checks."""
-
-    name: str
-    pod: str  # namespace/name of the pod whose volume it copied
-    volume: str  # the pod's volume name
-    phase: str
-    message: str = ""
-
-
-def compare_pod_volumes(*, operation: Literal["backup", "restore"], expected: Iterable[tuple[str, str]],
-                        records: Iterable[PodVolumeRecord]) -> list[str]:
-    """Problems with the PodVolumeBackups/Restores of one operation: each expected (pod, volume)
-    needs exactly one record, Completed. A missing one is the silent failure of fs-backup (a
-    hostPath PV, an opted-out volume, no node-agent on the node)."""
-    kind = "PodVolumeBackup" if operation == "backup" else "PodVolumeRestore"
-    wanted = set(expected)
-    by_volume: dict[tuple[str, str], list[PodVolumeRecord]] = {}
-    for record in records:
-        by_volume.setdefault((record.pod, record.volume), []).append(record)
-    problems = []
-    for pod, volume in sorted(wanted - set(by_volume)):
-        problems.append(f"no {kind} for volume {volume!r} of pod {pod}: its data was not "
-                        f"{'backed up' if operation == 'backup' else 'restored'} (hostPath PVs and volumes "
-                        "excluded by annotation are skipped silently by Velero's fs-backup)")
-    for (pod, volume), found in sorted(by_volume.items()):
-        if (pod, volume) not in wanted:
-            problems.append(f"unexpected {kind} {found[0].name} for volume {volume!r} of pod {pod}")
-            continue
-        if len(found) > 1:
-            problems.append(f"{len(found)} {kind}s for volume {volume!r} of pod {pod}: "
-                            f"{', '.join(r.name for r in found)}")
-        for record in found:
-            if record.phase != "Completed":
-                detail = f": {record.message}" if record.message else ""
-                problems.append(f"{kind} {record.name} (pod {pod}, volume {volume!r}) is {record.phase or 'pending'}"
-                                f"{detail}")
-    return problems
-
-
 def compare_uids(*, before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
     """Objects Flux recreated instead of adopting: keyed `Kind/namespace/name`, valued by UID."""
     problems = []

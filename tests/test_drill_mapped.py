@@ -21,6 +21,7 @@ from restoredrill.drill.mapped import (
 from restoredrill.kube import load_api_client
 from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.discover import PlatformMissing, discover_platform
+from restoredrill.podvolumes import records
 from tests.conftest import PROJECT_ROOT, user_project
 from tests.providers.fake_apiserver import running_fake_apiserver
 
@@ -41,18 +42,18 @@ def test_the_copy_namespace_is_named_after_the_app_and_the_run() -> None:
 def test_every_backed_up_volume_is_restored_whole() -> None:
     backups = [pod_volume("b1", pod="web-0", volume="data", size=500), pod_volume("b2", pod="db-1", volume="pgdata")]
     restores = [pod_volume("r1", pod="web-0", volume="data", size=500), pod_volume("r2", pod="db-1", volume="pgdata")]
-    assert volume_restore_problems(backups, restores, source="immich", copy="immich-drill-x") == []
+    assert volume_restore_problems(records(backups), records(restores), source="immich", copy="immich-drill-x") == []
 
 
 def test_a_volume_restored_empty_under_the_mapping_is_named() -> None:
     """velero 9433: CNPG volumes restored empty under a namespace mapping."""
     backups = [pod_volume("b1", pod="immich-postgres-1", volume="pgdata", size=40_000_000)]
-    no_restore = volume_restore_problems(backups, [], source="immich", copy="immich-drill-x")
+    no_restore = volume_restore_problems(records(backups), [], source="immich", copy="immich-drill-x")
     assert no_restore == ["volume pgdata of pod immich/immich-postgres-1: no PodVolumeRestore in immich-drill-x, so "
                           "its data was not restored (an empty volume under a namespace mapping is velero issue 9433 "
                           "for CNPG)"]
-    empty = volume_restore_problems(backups, [pod_volume("r1", pod="immich-postgres-1", volume="pgdata", size=0)],
-                                    source="immich", copy="immich-drill-x")
+    restored_empty = records([pod_volume("r1", pod="immich-postgres-1", volume="pgdata", size=0)])
+    empty = volume_restore_problems(records(backups), restored_empty, source="immich", copy="immich-drill-x")
     assert empty and "restored 0 bytes of the 40000000 backed up" in empty[0]
 
 
@@ -60,7 +61,7 @@ def test_a_failed_or_unexpected_pod_volume_restore_is_named() -> None:
     backups = [pod_volume("b1", pod="web-0", volume="data")]
     restores = [pod_volume("r1", pod="web-0", volume="data", phase="Failed"),
                 pod_volume("r9", pod="other", volume="x")]
-    problems = volume_restore_problems(backups, restores, source="s", copy="c")
+    problems = volume_restore_problems(records(backups), records(restores), source="s", copy="c")
     assert problems[0].startswith("volume data of pod s/web-0: PodVolumeRestore r1 is Failed")
     assert problems[1] == "PodVolumeRestore r9 (other:x) has no PodVolumeBackup"
 

@@ -14,6 +14,7 @@ from kubernetes.client.exceptions import ApiException
 from restoredrill.drill.snapshot import VolumeSnapshot, repository_access, verify_snapshots, volume_snapshots
 from restoredrill.errors import ConfigError
 from restoredrill.platform.kopia import KopiaCommands, filesystem_repository
+from restoredrill.podvolumes import records
 from restoredrill.verify import Entry, compare_with_snapshot
 
 T0 = 1_767_225_600  # 2026-01-01T00:00:00Z: the snapshot's times
@@ -149,8 +150,8 @@ def pvb(name: str, volume: str, *, phase: str = "Completed", snapshot: str = "8c
 
 def test_volume_snapshots_from_pod_volume_backups() -> None:
     claims = {("pelican/panel-0", "data"): "pelican-data", ("pelican/panel-0", "logs"): "pelican-logs"}
-    found, problems = volume_snapshots(
-        [pvb("b-1", "data"), pvb("b-2", "logs", snapshot=""), pvb("b-3", "cache"), pvb("b-4", "data", phase="Failed")],
+    found, problems = volume_snapshots(records(
+        [pvb("b-1", "data"), pvb("b-2", "logs", snapshot=""), pvb("b-3", "cache"), pvb("b-4", "data", phase="Failed")]),
         claims=claims)
     assert found == [VolumeSnapshot(claim="pelican-data", snapshot_id="8cda3a1c38ca050a57236faa40c3dad7",
                                     pod_volume_backup="b-1", volume_namespace="pelican", total_bytes=10)]

@@ -5,10 +5,9 @@ from typing import cast
 
 import pytest
 
+from restoredrill.podvolumes import PodVolumeRecord, compare_pod_volumes
 from restoredrill.verify import (
     Entry,
-    PodVolumeRecord,
-    compare_pod_volumes,
     compare_uids,
     compare_volume,
     diff_volume,

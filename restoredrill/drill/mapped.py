@@ -50,6 +50,7 @@ from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.cnpg import CloudNativePG
 from restoredrill.platform.discover import DiscoveredPlatform
 from restoredrill.platform.velero import GROUP, VERSION, Velero
+from restoredrill.podvolumes import PodVolumeRecord, compare_restored_bytes
 
 # Labels and annotations by which a GitOps controller claims an object (Flux's kustomize- and
 # helm-controller, Argo CD's label and annotation tracking). Only top-level metadata is changed:
@@ -125,36 +126,22 @@ def isolation_policy(namespace: str, *, api_server_ips: Iterable[str]) -> dict[s
                      "policyTypes": ["Egress"], "egress": egress}}
 
 
-def volume_restore_problems(backups: Sequence[Mapping[str, Any]], restores: Sequence[Mapping[str, Any]], *,
+def volume_restore_problems(backups: Sequence[PodVolumeRecord], restores: Sequence[PodVolumeRecord], *,
                             source: str, copy: str) -> list[str]:
     """One Completed PodVolumeRestore per PodVolumeBackup (matched by pod name and volume, the pod
-    now in the copy), restoring as many bytes as were backed up."""
-    def key(item: Mapping[str, Any]) -> tuple[str, str]:
-        pod = (item.get("spec") or {}).get("pod") or {}
-        return str(pod.get("name")), str((item.get("spec") or {}).get("volume"))
-
-    def size(item: Mapping[str, Any]) -> int:
-        return int(((item.get("status") or {}).get("progress") or {}).get("totalBytes") or 0)
-
-    restored = {key(r): r for r in restores}
+    now in the copy), restoring as many bytes as were backed up (podvolumes.compare_restored_bytes)."""
+    restored = {(r.pod_name, r.volume): r for r in restores}
     problems = []
     for backup in backups:
-        pod, volume = key(backup)
-        where = f"volume {volume} of pod {source}/{pod}"
-        match = restored.pop((pod, volume), None)
+        where = f"volume {backup.volume} of pod {source}/{backup.pod_name}"
+        match = restored.pop((backup.pod_name, backup.volume), None)
         if match is None:
             problems.append(f"{where}: no PodVolumeRestore in {copy}, so its data was not restored (an empty volume "
                             "under a namespace mapping is velero issue 9433 for CNPG)")
-            continue
-        phase = (match.get("status") or {}).get("phase")
-        if phase != "Completed":
-            problems.append(f"{where}: PodVolumeRestore {match['metadata']['name']} is {phase}: "
-                            f"{(match.get('status') or {}).get('message', '')}")
-        elif size(match) != size(backup):
-            problems.append(f"{where}: restored {size(match)} bytes of the {size(backup)} backed up "
-                            f"(PodVolumeBackup {backup['metadata']['name']}, PodVolumeRestore "
-                            f"{match['metadata']['name']})")
-    problems += [f"PodVolumeRestore {r['metadata']['name']} ({pod}:{volume}) has no PodVolumeBackup"
+        elif match.phase != "Completed":
+            problems.append(f"{where}: PodVolumeRestore {match.name} is {match.phase}: {match.message}")
+    problems += compare_restored_bytes(backups=backups, restores=restores)
+    problems += [f"PodVolumeRestore {r.name} ({pod}:{volume}) has no PodVolumeBackup"
                  for (pod, volume), r in restored.items()]
     return problems
 
@@ -241,15 +228,13 @@ class MappedNamespaceDrill:
         status = backup.get("status") or {}
         self.record.backup_completed_at = str(status.get("completionTimestamp", ""))
         self.record.hooks = dict(status.get("hookStatus") or {})
-        volumes = self.velero.list_pod_volume_backups(name)
+        volumes = self.velero.pod_volume_backups(name)
         self.record.pod_volume_backups = len(volumes)
         problems = []
         if status.get("phase") != "Completed":
             problems.append(f"Backup {name} ended {status.get('phase')}: {status.get('failureReason', '')} "
                             f"(errors {status.get('errors', 0)}, warnings {status.get('warnings', 0)})")
-        problems += [f"PodVolumeBackup {v['metadata']['name']} is {(v.get('status') or {}).get('phase')}: "
-                     f"{(v.get('status') or {}).get('message', '')}" for v in volumes
-                     if (v.get("status") or {}).get("phase") != "Completed"]
+        problems += [f"PodVolumeBackup {v.name} is {v.phase}: {v.message}" for v in volumes if v.phase != "Completed"]
         self.fail(problems, remedy=f"`velero backup describe {name} --details`")
 
     # ---- the copy --------------------------------------------------------------------------
@@ -303,11 +288,11 @@ class MappedNamespaceDrill:
         if status.get("phase") != "Completed":
             problems.append(f"Restore {self.record.restore} ended {status.get('phase')} "
                             f"({status.get('errors', 0)} errors): {status.get('failureReason', '')}")
-        backups = self.velero.list_pod_volume_backups(self.record.backup)
-        restores = self.velero.list_pod_volume_restores(self.record.restore)
+        backups = self.velero.pod_volume_backups(self.record.backup)
+        restores = self.velero.pod_volume_restores(self.record.restore)
         self.record.pod_volume_restores = len(restores)
         problems += volume_restore_problems(backups, restores, source=self.plan.namespace, copy=self.copy)
-        self.record.volumes_verified = sum(1 for r in restores if (r.get("status") or {}).get("phase") == "Completed")
+        self.record.volumes_verified = sum(1 for r in restores if r.phase == "Completed")
         resources = json.loads(self.velero.download("BackupResourceList", self.record.backup,
                                                     fetch=self.fetch_in_copy) or b"{}")
         problems += missing_objects(resources, source=self.plan.namespace, present=self.present)

@@ -35,13 +35,12 @@ from restoredrill.platform import CloudNativePG, Flux, Velero
 from restoredrill.platform.base import PlatformContext, pod_is_ready
 from restoredrill.platform.flux import GIT_SERVER, SOURCE_GROUP, SOURCE_VERSION
 from restoredrill.platform.velero import GROUP, VERSION
-from restoredrill.velero_semantics import hook_selects_pod
+from restoredrill.podvolumes import compare_pod_volumes, compare_restored_bytes
+from restoredrill.velero_semantics import HookRun, backup_hook_runs, hook_selects_pod
 from restoredrill.verify import (
     VELERO_DONE_DIR,
     Entry,
-    PodVolumeRecord,
     compare_drift,
-    compare_pod_volumes,
     compare_uids,
     compare_volume,
     content_digest,
@@ -141,6 +140,12 @@ class Snapshot:
     pod_volumes: list[tuple[str, str]] = field(default_factory=list)  # (namespace/pod, volume)
     # (namespace/pod, volume) -> the claim it mounts: what each PodVolumeBackup's snapshot holds.
     pod_volume_claims: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+def describe_hook_runs(runs: Sequence[HookRun]) -> str:
+    """`pre hook 'freeze' in db/db-0, post annotation hook in db/db-0`, for a problem's text."""
+    return ", ".join(f"{run.phase} {'annotation hook' if run.source == 'annotation' else f'hook {run.source!r}'} "
+                     f"in {run.pod}" for run in runs)
 
 
 def _iso(moment: str) -> datetime:
@@ -399,47 +404,35 @@ class NamespaceDrill:
             problems.append(f"Backup {name} ended {status.get('phase')}: {status.get('failureReason', '')} "
                             f"(errors {status.get('errors', 0)}, warnings {status.get('warnings', 0)}; "
                             f"validation errors: {status.get('validationErrors') or 'none'})")
-        records = self.pod_volume_records(self.velero.list_pod_volume_backups(name))
+        records = self.velero.pod_volume_backups(name)
         self.record.pod_volume_backups = len(records)
         problems += compare_pod_volumes(operation="backup", expected=self.snapshot.pod_volumes, records=records)
         problems += self.hook_problems(status, self.app_pods())
         self.fail(problems, remedy=f"`velero backup describe {name} --details` and `velero backup logs {name}`")
 
     def hook_problems(self, status: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
-        """A Schedule with hooks must show each attempted once per pod it selects, none failed (else the
-        backup is not consistent)."""
-        resources = ((self.plan.schedule.get("spec") or {}).get("template") or {}).get("hooks", {}).get("resources")
-        if not resources:
-            return []
+        """Every backup hook Velero should have run (the Schedule's, and the pods' own annotation hooks,
+        which replace the Schedule's for their phase) attempted once per pod, none failed: else what
+        the hooks freeze was copied unfrozen and the backup is not consistent."""
+        resources = [r for r in ((self.plan.schedule.get("spec") or {}).get("template") or {})
+                     .get("hooks", {}).get("resources") or [] if isinstance(r, dict)]
+        runs = backup_hook_runs(resources, pods)
         hooks = status.get("hookStatus") or {}
         attempted, failed = int(hooks.get("hooksAttempted", 0)), int(hooks.get("hooksFailed", 0))
-        declared = sum(len(r.get("pre") or []) + len(r.get("post") or []) for r in resources)
-        expected = sum((len(r.get("pre") or []) + len(r.get("post") or []))
-                       * sum(1 for pod in pods if hook_selects_pod(r, pod)) for r in resources)
         problems = [f"backup hook {r.get('name')!r} of the Schedule selects no running pod: it never ran, so what it "
                     "should freeze was copied unfrozen (does its labelSelector match the database pod?)"
                     for r in resources
                     if (r.get("pre") or r.get("post")) and not any(hook_selects_pod(r, p) for p in pods)]
-        if attempted != max(expected, 1 if declared else 0):
-            problems.append(f"the Schedule declares {declared} backup hooks, which should have run {expected} times "
-                            f"on the pods they select, and the Backup attempted {attempted}: the database was not "
-                            "frozen for the copy, so the backup is not consistent (do the hooks' labelSelector and "
-                            "container match the database pod?)")
+        if not runs and not resources:
+            return problems
+        if attempted != len(runs):
+            problems.append(f"{len(runs)} backup hook runs were due ({describe_hook_runs(runs) or 'none'}) and the "
+                            f"Backup attempted {attempted}: the database was not frozen for the copy, so the backup is "
+                            "not consistent (do the hooks' labelSelector and container match the database pod?)")
         if failed:
-            problems.append(f"{failed} of {attempted} backup hooks failed: the backup is not consistent")
+            problems.append(f"{failed} of {attempted} backup hooks failed ({describe_hook_runs(runs)}): the backup is "
+                            "not consistent (the Backup's errors and `velero backup logs` name the command)")
         return problems
-
-    @staticmethod
-    def pod_volume_records(items: Iterable[Mapping[str, Any]]) -> list[PodVolumeRecord]:
-        records = []
-        for item in items:
-            spec, status = item.get("spec") or {}, item.get("status") or {}
-            pod = spec.get("pod") or {}
-            records.append(PodVolumeRecord(name=str(item["metadata"]["name"]),
-                                           pod=f"{pod.get('namespace')}/{pod.get('name')}",
-                                           volume=str(spec.get("volume", "")), phase=str(status.get("phase", "")),
-                                           message=str(status.get("message", ""))))
-        return records
 
     def write_sentinels(self) -> None:
         """Change the live data after the backup: none of it may come back."""
@@ -528,10 +521,10 @@ class NamespaceDrill:
         if status.get("phase") != "Completed":
             problems.append(f"Restore {self.record.restore} ended {status.get('phase')} "
                             f"({status.get('errors', 0)} errors): {status.get('failureReason', '')}")
-        records = self.pod_volume_records(self.velero.list_pod_volume_restores(self.record.restore))
+        records = self.velero.pod_volume_restores(self.record.restore)
         self.record.pod_volume_restores = len(records)
-        expected = [(pod, volume) for pod, volume in self.snapshot.pod_volumes]
-        problems += compare_pod_volumes(operation="restore", expected=expected, records=records)
+        problems += compare_pod_volumes(operation="restore", expected=self.snapshot.pod_volumes, records=records)
+        problems += compare_restored_bytes(backups=self.velero.pod_volume_backups(self.record.backup), restores=records)
         problems += self.restore_result_problems()
         problems += self.object_problems()
         problems += self.volume_problems()
@@ -548,7 +541,7 @@ class NamespaceDrill:
         if "kopia" not in self.ctx.images:
             self.record.notes.append("snapshot check not run: this provider has no kopia image")
             return []
-        snapshots, problems = volume_snapshots(self.velero.list_pod_volume_backups(self.record.backup),
+        snapshots, problems = volume_snapshots(self.velero.pod_volume_backups(self.record.backup),
                                                claims=self.snapshot.pod_volume_claims)
         if not snapshots:
             return problems

@@ -28,6 +28,7 @@ from restoredrill.errors import CommandError, ConfigError
 from restoredrill.platform import kopia
 from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.velero import CREDENTIALS_SECRET, GROUP, VERSION
+from restoredrill.podvolumes import PodVolumeRecord
 from restoredrill.verify import Entry, compare_with_snapshot, parse_inventory
 from restoredrill.waits import wait_until
 
@@ -47,31 +48,26 @@ class VolumeSnapshot:
     total_bytes: int | None = None  # status.progress.totalBytes: what Velero says it copied
 
 
-def volume_snapshots(pod_volume_backups: Iterable[Mapping[str, Any]], *,
+def volume_snapshots(pod_volume_backups: Iterable[PodVolumeRecord], *,
                      claims: Mapping[tuple[str, str], str]) -> tuple[list[VolumeSnapshot], list[str]]:
     """The snapshots of Completed PodVolumeBackups, keyed to claims by (namespace/pod, volume);
     and a problem for each PodVolumeBackup that names no snapshot or no known claim."""
     found: list[VolumeSnapshot] = []
     problems: list[str] = []
     for pvb in pod_volume_backups:
-        name = str((pvb.get("metadata") or {}).get("name", "?"))
-        spec, status = pvb.get("spec") or {}, pvb.get("status") or {}
-        pod = spec.get("pod") or {}
-        key = (f"{pod.get('namespace', '')}/{pod.get('name', '')}", str(spec.get("volume", "")))
-        snapshot_id = str(status.get("snapshotID") or "")
-        if status.get("phase") != "Completed":
+        key = (pvb.pod, pvb.volume)
+        if pvb.phase != "Completed":
             continue  # compare_pod_volumes reports it
         if key not in claims:
-            problems.append(f"PodVolumeBackup {name} (pod {key[0]}, volume {key[1]!r}) copied no claim the drill knows")
+            problems.append(f"PodVolumeBackup {pvb.name} (pod {key[0]}, volume {key[1]!r}) copied no claim the drill "
+                            "knows")
             continue
-        if not snapshot_id:
-            problems.append(f"PodVolumeBackup {name} of PVC {claims[key]} is Completed without a snapshotID: there is "
-                            "no snapshot to verify (an empty volume Velero skipped?)")
+        if not pvb.snapshot_id:
+            problems.append(f"PodVolumeBackup {pvb.name} of PVC {claims[key]} is Completed without a snapshotID: there "
+                            "is no snapshot to verify (an empty volume Velero skipped?)")
             continue
-        total = (status.get("progress") or {}).get("totalBytes")
-        found.append(VolumeSnapshot(claim=claims[key], snapshot_id=snapshot_id, pod_volume_backup=name,
-                                    volume_namespace=str(pod.get("namespace", "")),
-                                    total_bytes=int(total) if total is not None else None))
+        found.append(VolumeSnapshot(claim=claims[key], snapshot_id=pvb.snapshot_id, pod_volume_backup=pvb.name,
+                                    volume_namespace=pvb.pod_namespace, total_bytes=pvb.total_bytes))
     return found, problems
 
 

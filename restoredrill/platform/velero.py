@@ -21,7 +21,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,6 +28,7 @@ from restoredrill.errors import NotOursError, RestoreDrillError
 from restoredrill.pins import module_pins
 from restoredrill.platform.base import Manifest, PlatformContext, PlatformError, image_ref, labels, read_crds
 from restoredrill.platform.objectstore import ObjectStoreCredentials, S3Endpoint
+from restoredrill.podvolumes import PodVolumeRecord, compare_pod_volumes, records
 from restoredrill.waits import wait_until
 
 GROUP, VERSION = "velero.io", "v1"
@@ -250,81 +250,6 @@ def restore_manifest(*, name: str, backup_name: str, namespace: str = NAMESPACE,
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore", "metadata": metadata, "spec": spec}
 
 
-# ---- PodVolumeBackup/Restore evidence (pure, unit-tested) ----------------------------------------
-@dataclass(frozen=True)
-class PodVolume:
-    """One pod volume a drill expects Velero to have backed up or restored."""
-
-    namespace: str
-    pod: str
-    volume: str
-
-    def __str__(self) -> str:
-        return f"{self.namespace}/{self.pod}:{self.volume}"
-
-
-@dataclass(frozen=True)
-class PodVolumeReport:
-    """How the PodVolumeBackups/Restores of one Backup/Restore compare with what was expected."""
-
-    found: tuple[tuple[PodVolume, str], ...]  # (volume, phase)
-    missing: tuple[PodVolume, ...]
-    unexpected: tuple[PodVolume, ...]
-
-    @property
-    def not_completed(self) -> tuple[tuple[PodVolume, str], ...]:
-        return tuple((volume, phase) for volume, phase in self.found if phase != "Completed")
-
-    @property
-    def ok(self) -> bool:
-        return not self.missing and not self.unexpected and not self.not_completed
-
-    def describe(self) -> str:
-        parts = [f"{len(self.found)} found"]
-        if self.missing:
-            parts.append("missing: " + ", ".join(map(str, self.missing)))
-        if self.unexpected:
-            parts.append("unexpected: " + ", ".join(map(str, self.unexpected)))
-        if self.not_completed:
-            parts.append("not Completed: " + ", ".join(f"{v} ({p or 'no phase'})" for v, p in self.not_completed))
-        return "; ".join(parts)
-
-
-def pod_volume_of(item: Mapping[str, Any], *, namespace_mapping: Mapping[str, str] | None = None) -> PodVolume:
-    """The pod volume a PodVolumeBackup/Restore is about (spec.pod + spec.volume)."""
-    spec = item.get("spec") or {}
-    pod = spec.get("pod") or {}
-    namespace = str(pod.get("namespace", ""))
-    return PodVolume(namespace=(namespace_mapping or {}).get(namespace, namespace), pod=str(pod.get("name", "")),
-                     volume=str(spec.get("volume", "")))
-
-
-def match_pod_volumes(items: Sequence[Mapping[str, Any]], expected: Sequence[PodVolume], *,
-                      match_pod_names: bool = True) -> PodVolumeReport:
-    """Compare PodVolume* objects with the expected volumes.
-
-    `match_pod_names=False` matches on namespace and volume only: pods of a Deployment get new
-    names, so a drill that knows the volume but not the pod name can still count exactly.
-    """
-
-    def key(volume: PodVolume) -> tuple[str, ...]:
-        return (volume.namespace, volume.pod, volume.volume) if match_pod_names else (volume.namespace, volume.volume)
-
-    remaining = list(expected)
-    found: list[tuple[PodVolume, str]] = []
-    unexpected: list[PodVolume] = []
-    for item in items:
-        volume = pod_volume_of(item)
-        phase = str((item.get("status") or {}).get("phase", ""))
-        found.append((volume, phase))
-        match = next((want for want in remaining if key(want) == key(volume)), None)
-        if match is None:
-            unexpected.append(volume)
-        else:
-            remaining.remove(match)
-    return PodVolumeReport(found=tuple(found), missing=tuple(remaining), unexpected=tuple(unexpected))
-
-
 def bsl_state(bsl: Mapping[str, Any] | None) -> tuple[str, str]:
     """(phase, message) of a BSL object; ("", "") while Velero has not validated it yet."""
     status = (bsl or {}).get("status") or {}
@@ -501,17 +426,20 @@ class Velero:
         return self.ctx.list_objects(GROUP, VERSION, "podvolumebackups", self.namespace,
                                      label_selector=f"{BACKUP_NAME_LABEL}={velero_label_value(backup_name)}")
 
-    def check_pod_volume_backups(self, backup_name: str, expected: Sequence[PodVolume], *,
-                                 match_pod_names: bool = True) -> PodVolumeReport:
-        """Exactly the expected PodVolumeBackups, each Completed (else a RestoreDrillError)."""
-        report = match_pod_volumes(self.list_pod_volume_backups(backup_name), expected,
-                                   match_pod_names=match_pod_names)
-        if not report.ok:
+    def pod_volume_backups(self, backup_name: str) -> list[PodVolumeRecord]:
+        return records(self.list_pod_volume_backups(backup_name))
+
+    def check_pod_volume_backups(self, backup_name: str, expected: Sequence[tuple[str, str]]) -> list[PodVolumeRecord]:
+        """Exactly the expected (namespace/pod, volume) PodVolumeBackups, each Completed (else a
+        RestoreDrillError naming each difference)."""
+        found = self.pod_volume_backups(backup_name)
+        problems = compare_pod_volumes(operation="backup", expected=expected, records=found)
+        if problems:
             raise RestoreDrillError(
-                f"PodVolumeBackups of Backup {backup_name} do not match: {report.describe()}",
+                f"PodVolumeBackups of Backup {backup_name} do not match: {'; '.join(problems)}",
                 remedy="a missing one means fs-backup skipped the volume (hostPath PV? no node-agent on the "
                 "node? opted out by annotation?)")
-        return report
+        return found
 
     # ---- restores ---------------------------------------------------------------------------------
     def create_restore(self, name: str, *, backup_name: str, included_namespaces: Sequence[str] | None = None,
@@ -537,6 +465,9 @@ class Velero:
     def list_pod_volume_restores(self, restore_name: str) -> list[Manifest]:
         return self.ctx.list_objects(GROUP, VERSION, "podvolumerestores", self.namespace,
                                      label_selector=f"{RESTORE_NAME_LABEL}={velero_label_value(restore_name)}")
+
+    def pod_volume_restores(self, restore_name: str) -> list[PodVolumeRecord]:
+        return records(self.list_pod_volume_restores(restore_name))
 
     def wait_for_pod_volume_restores(self, restore_name: str, *, expected: int | None = None) -> list[Manifest]:
         """Wait until the Restore is finished AND every PodVolumeRestore is (velero issue 9365).

@@ -18,7 +18,6 @@ from restoredrill.cluster.namespaces import NamespaceFactory, delete_owned_names
 from restoredrill.errors import WaitTimeout
 from restoredrill.platform import BackupStorageUnavailable, CloudNativePG, Flux, ImageMissingError, ObjectStore, Velero
 from restoredrill.platform.base import PlatformContext
-from restoredrill.platform.velero import PodVolume
 from restoredrill.timeouts import timeout
 from restoredrill.waits import wait_until
 
@@ -75,8 +74,8 @@ def test_fs_backup_and_restore_of_one_pvc(velero: Velero, platform_context: Plat
     velero.create_backup_from_schedule_template(template, backup, schedule_name=f"{namespace}-daily")
     velero.wait_for_backup(backup)
     backup_seconds = time.monotonic() - started
-    report = velero.check_pod_volume_backups(backup, [PodVolume(namespace, "writer", "data")])
-    assert len(report.found) == 1
+    found = velero.check_pod_volume_backups(backup, [(f"{namespace}/writer", "data")])
+    assert len(found) == 1
 
     # A sentinel written after the backup must not come back: the data is from the backup.
     ctx.kubectl(["-n", namespace, "exec", "writer", "--", "sh", "-c", "echo changed > /data/sentinel"])

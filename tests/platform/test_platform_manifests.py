@@ -40,17 +40,16 @@ from restoredrill.platform.objectstore import (
 from restoredrill.platform.s3 import S3Client, sign_request, signing_key
 from restoredrill.platform.velero import (
     BackupStorageUnavailable,
-    PodVolume,
     Velero,
     backup_from_schedule_template,
     backup_storage_location,
     bsl_state,
     credentials_secret,
-    match_pod_volumes,
     node_agent_daemonset,
     server_deployment,
     velero_label_value,
 )
+from restoredrill.podvolumes import PodVolumeRecord, compare_restored_bytes
 from restoredrill.yamlio import dump
 
 REPO = Path(__file__).resolve().parents[2]
@@ -301,25 +300,27 @@ def pod_volume(ns: str, pod: str, volume: str, phase: str = "Completed") -> dict
     return {"spec": {"pod": {"namespace": ns, "name": pod}, "volume": volume}, "status": {"phase": phase}}
 
 
-def test_match_pod_volumes_exact() -> None:
-    report = match_pod_volumes([pod_volume("app", "web-0", "data")], [PodVolume("app", "web-0", "data")])
-    assert report.ok and report.describe() == "1 found"
+def test_a_pod_volume_record_reads_what_velero_writes() -> None:
+    item = {**pod_volume("app", "web-0", "data"), "metadata": {"name": "b-1"}}
+    item["status"].update({"snapshotID": "8cda3a1c", "progress": {"totalBytes": 500, "bytesDone": 500},
+                           "startTimestamp": "2026-12-01T23:40:10Z", "completionTimestamp": "2026-12-01T23:40:12Z"})
+    record = PodVolumeRecord.of(item)
+    assert (record.name, record.pod, record.pod_name, record.pod_namespace, record.volume) == \
+        ("b-1", "app/web-0", "web-0", "app", "data")
+    assert (record.phase, record.snapshot_id, record.total_bytes) == ("Completed", "8cda3a1c", 500)
+    assert PodVolumeRecord.of({}).total_bytes is None
 
 
-def test_match_pod_volumes_reports_missing_unexpected_and_unfinished() -> None:
-    items = [pod_volume("app", "web-0", "cache"), pod_volume("app", "web-0", "data", "Failed")]
-    expected = [PodVolume("app", "web-0", "data"), PodVolume("app", "web-0", "config")]
-    report = match_pod_volumes(items, expected)
-    assert not report.ok
-    assert report.missing == (PodVolume("app", "web-0", "config"),)
-    assert report.unexpected == (PodVolume("app", "web-0", "cache"),)
-    assert report.not_completed == ((PodVolume("app", "web-0", "data"), "Failed"),)
+def test_a_restore_of_fewer_bytes_than_the_backup_is_named() -> None:
+    def record(name: str, namespace: str, size: int | None, phase: str = "Completed") -> PodVolumeRecord:
+        return PodVolumeRecord(name, f"{namespace}/web-0", "data", phase, total_bytes=size)
 
-
-def test_match_pod_volumes_without_pod_names_counts_duplicates() -> None:
-    items = [pod_volume("app", "web-abc", "data"), pod_volume("app", "web-def", "data")]
-    report = match_pod_volumes(items, [PodVolume("app", "", "data")], match_pod_names=False)
-    assert len(report.unexpected) == 1, "two PodVolumeBackups for one expected volume is not exact"
+    assert compare_restored_bytes(backups=[record("b", "app", 500)], restores=[record("r", "copy", 500)]) == []
+    (problem,) = compare_restored_bytes(backups=[record("b", "app", 500)], restores=[record("r", "copy", 20)])
+    assert problem == ("volume 'data' of pod app/web-0: restored 20 bytes of the 500 backed up (PodVolumeBackup b, "
+                       "PodVolumeRestore r)")
+    # A failed or missing restore is compare_pod_volumes' finding, not a byte count.
+    assert compare_restored_bytes(backups=[record("b", "app", 500)], restores=[record("r", "app", 0, "Failed")]) == []
 
 
 def test_velero_label_value_matches_velero_getvalidname() -> None:
