@@ -33,8 +33,10 @@ from restoredrill.errors import RestoreDrillError, SourceLocation
 from restoredrill.gosyntax import GoSyntaxError, format_go_duration, parse_go_duration, parse_velero_cron
 from restoredrill.schemas import CrdSchemas, cached_schemas, validate
 from restoredrill.velero_semantics import (
+    HOOK_PHASES,
     Coverage,
     ambiguous_snapshot_providers,
+    annotation_hook,
     default_storage_location,
     hook_selects,
     includes_namespace,
@@ -642,10 +644,15 @@ def _hooks_for(workload: Workload, context: RuleContext) -> list[_Hook]:
     """Backup hooks that would run in this workload's pods: from Schedules and pod annotations."""
     hooks: list[_Hook] = []
     annotations = workload.pod_annotations
-    for phase in ("pre", "post"):
-        command = annotations.get(f"{phase}.hook.backup.velero.io/command")
+    annotated = set()  # phases the pod's own hook takes: the Schedule's hooks of that phase do not run in it
+    for phase in HOOK_PHASES:
+        command = annotation_hook(annotations, phase)
         if command:
-            hooks.append(_Hook(phase, annotations.get(f"{phase}.hook.backup.velero.io/container"), command,
+            annotated.add(phase)
+            container = annotations.get(f"{phase}.hook.backup.velero.io/container")
+            if container is None and phase == "pre" and not annotations.get("pre.hook.backup.velero.io/command"):
+                container = annotations.get("hook.backup.velero.io/container")
+            hooks.append(_Hook(phase, container, command,
                                workload.manifest.location((*workload.pod_template_path, "metadata", "annotations")),
                                workload.manifest))
     for schedule in _active_schedules(context.catalogue):
@@ -657,7 +664,9 @@ def _hooks_for(workload: Workload, context: RuleContext) -> list[_Hook]:
                 continue
             if not hook_selects(resource, namespace=workload.namespace, labels=workload.pod_labels):
                 continue
-            for phase in ("pre", "post"):
+            for phase in HOOK_PHASES:
+                if phase in annotated:
+                    continue
                 for position, hook in enumerate(resource.get(phase) or []):
                     exec_hook = hook.get("exec") if isinstance(hook, dict) else None
                     if not isinstance(exec_hook, dict):

@@ -5,7 +5,12 @@ static rules and the drill both call, so the two never disagree.
   (pkg/util/collections IncludesExcludes).
 - Hooks: a hook resource runs in a pod when the pod's namespace passes the resource's
   included/excludedNamespaces and its labels match `labelSelector` (matchLabels and
-  matchExpressions, as metav1.LabelSelectorAsSelector reads them).
+  matchExpressions, as metav1.LabelSelectorAsSelector reads them). A pod's own hook annotations
+  (`pre.hook.backup.velero.io/command`, `post.hook...`; the unphased `hook.backup.velero.io/command`
+  is a pre hook) take priority: for that phase the Schedule's hooks do not run in that pod
+  (internal/hook/item_hook_handler.go HandleHooks). Every hook run counts once in the Backup's
+  hookStatus.hooksAttempted, a failed one in hooksFailed; a failed pre hook with onError Fail skips
+  the pod's post hooks and its volumes (pkg/backup/backup.go backupItemBlock).
 - Storage location: an omitted `storageLocation` is the BackupStorageLocation marked
   `default: true`, whatever its name, else the server's --default-backup-storage-location
   (backup_controller prepareBackupRequest).
@@ -77,6 +82,48 @@ def hook_selects_pod(resource: Mapping[str, Any], pod: Mapping[str, Any]) -> boo
     """`hook_selects` for a pod object as the API returns it."""
     metadata = pod.get("metadata") or {}
     return hook_selects(resource, namespace=metadata.get("namespace"), labels=metadata.get("labels") or {})
+
+
+HOOK_PHASES = ("pre", "post")
+
+
+def annotation_hook(annotations: Mapping[str, str], phase: str) -> str | None:
+    """The command of a pod's own backup hook for `phase`, as Velero reads it (getPodExecHookFromAnnotations)."""
+    command = annotations.get(f"{phase}.hook.backup.velero.io/command")
+    if not command and phase == "pre":
+        command = annotations.get("hook.backup.velero.io/command")  # the legacy key, without a phase
+    return str(command) if command else None
+
+
+@dataclass(frozen=True)
+class HookRun:
+    """One backup hook Velero runs in one pod."""
+
+    pod: str  # namespace/name
+    phase: str  # "pre" or "post"
+    source: str  # "annotation" or the Schedule's hook resource name
+    index: int = 0
+
+
+def backup_hook_runs(resources: Sequence[Mapping[str, Any]], pods: Iterable[Mapping[str, Any]]) -> list[HookRun]:
+    """Every hook run a Backup with these `hooks.resources` makes in these pods (see the module's
+    doc): a pod's annotation hook for a phase, else each selecting resource's hooks of that phase."""
+    runs: list[HookRun] = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        name = f"{metadata.get('namespace')}/{metadata.get('name')}"
+        annotations = {str(k): str(v) for k, v in (metadata.get("annotations") or {}).items()}
+        for phase in HOOK_PHASES:
+            if annotation_hook(annotations, phase):
+                runs.append(HookRun(name, phase, "annotation"))
+                continue
+            for resource in resources:
+                if hook_selects_pod(resource, pod):
+                    # Only exec hooks are run and counted (HandleHooks: hook.Exec != nil).
+                    runs += [HookRun(name, phase, str(resource.get("name", "")), i)
+                             for i, hook in enumerate(resource.get(phase) or [])
+                             if isinstance(hook, dict) and hook.get("exec")]
+    return runs
 
 
 def default_storage_location(locations: Iterable[tuple[str, bool]], server_default: str) -> str:

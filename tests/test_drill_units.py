@@ -7,6 +7,7 @@ from typing import Any
 from restoredrill.drill.databases import recovery_cluster
 from restoredrill.drill.namespace import DrillFailed, DrillRecord, NamespaceDrill, RunbookStepWarning
 from restoredrill.drill.plan import AppPlan
+from restoredrill.velero_semantics import annotation_hook, backup_hook_runs
 
 HOOKS = {"resources": [{"name": "freeze", "includedNamespaces": ["pricebuddy"],
                         "labelSelector": {"matchLabels": {"component": "database"}},
@@ -30,14 +31,17 @@ def test_hooks_attempted_and_none_failed_is_consistent() -> None:
 
 def test_hooks_not_attempted_make_the_backup_inconsistent() -> None:
     problems = drill_with({"hooks": HOOKS}).hook_problems({}, [DATABASE, APP])
-    assert len(problems) == 1 and "declares 2 backup hooks" in problems[0] and "attempted 0" in problems[0]
+    assert len(problems) == 1 and "2 backup hook runs were due" in problems[0] and "attempted 0" in problems[0]
+    assert "pre hook 'freeze' in pricebuddy/db, post hook 'freeze' in pricebuddy/db" in problems[0]
     assert "not consistent" in problems[0]
 
 
 def test_a_failed_hook_makes_the_backup_inconsistent() -> None:
     problems = drill_with({"hooks": HOOKS}).hook_problems({"hookStatus": {"hooksAttempted": 2, "hooksFailed": 1}},
                                                           [DATABASE])
-    assert problems == ["1 of 2 backup hooks failed: the backup is not consistent"]
+    (problem,) = problems
+    assert problem.startswith("1 of 2 backup hooks failed (pre hook 'freeze' in pricebuddy/db")
+    assert "not consistent" in problem
 
 
 def test_a_schedule_without_hooks_needs_no_hook_evidence() -> None:
@@ -54,7 +58,32 @@ def test_hooks_that_select_no_pod_are_a_problem_even_if_another_ran_twice() -> N
     # 2 hooks x 2 selected pods: the count is right, and still "other" never ran.
     assert len(problems) == 1 and "backup hook 'other' of the Schedule selects no running pod" in problems[0]
     problems = drill_with({"hooks": HOOKS}).hook_problems({"hookStatus": {"hooksAttempted": 4}}, [DATABASE])
-    assert len(problems) == 1 and "should have run 2 times" in problems[0]
+    assert len(problems) == 1 and "2 backup hook runs were due" in problems[0]
+
+
+ANNOTATED = {"metadata": {"name": "db-0", "namespace": "pricebuddy", "labels": {"component": "database"},
+                          "annotations": {"pre.hook.backup.velero.io/command": '["sh", "-c", "freeze"]',
+                                          "post.hook.backup.velero.io/command": '["sh", "-c", "thaw"]'}}}
+
+
+def test_pod_annotation_hooks_count_without_schedule_hooks() -> None:
+    """Hooks declared on the pod, not in the Schedule: Velero runs them and the drill counts them too."""
+    drill = drill_with({})
+    assert drill.hook_problems({"hookStatus": {"hooksAttempted": 2}}, [ANNOTATED, APP]) == []
+    (problem,) = drill.hook_problems({"hookStatus": {"hooksAttempted": 2, "hooksFailed": 1}}, [ANNOTATED])
+    assert "1 of 2 backup hooks failed" in problem and "pre annotation hook in pricebuddy/db-0" in problem
+    (problem,) = drill.hook_problems({}, [ANNOTATED])
+    assert "2 backup hook runs were due" in problem and "attempted 0" in problem
+
+
+def test_an_annotation_hook_replaces_the_schedule_hooks_of_its_phase() -> None:
+    """Velero's HandleHooks: the pod's annotation hook takes priority for its phase, the Schedule's
+    hooks of the other phase still run; the unphased legacy key is a pre hook."""
+    legacy = {"metadata": {**DATABASE["metadata"], "annotations": {"hook.backup.velero.io/command": "freeze"}}}
+    runs = backup_hook_runs(HOOKS["resources"], [legacy])
+    assert [(r.phase, r.source) for r in runs] == [("pre", "annotation"), ("post", "freeze")]
+    assert drill_with({"hooks": HOOKS}).hook_problems({"hookStatus": {"hooksAttempted": 2}}, [legacy]) == []
+    assert annotation_hook({"post.hook.backup.velero.io/command": "x"}, "pre") is None
 
 
 def test_restore_results_are_read_by_scope() -> None:
