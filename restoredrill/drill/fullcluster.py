@@ -198,7 +198,8 @@ class FullClusterRecovery:
             self.record.rto_s[drill.plan.app] = drill.record.rto_s
         self.record.total_s = round(time.monotonic() - sequence, 1)
         self.record.manual_steps = [f"{d.plan.app}: {step}" for d in self.drills for step in d.record.manual_steps]
-        self.record.stand_ins = list(dict.fromkeys([*self.gitops.standins, *gitops.standins]))
+        self.record.stand_ins = list(dict.fromkeys([*self.gitops.standins, *gitops.standins,
+                                                    *(line for d in self.drills for line in d.record.standins)]))
         return self.record
 
     def _platform(self, ctx: PlatformContext) -> PlatformStack:

@@ -23,6 +23,7 @@ from restoredrill.config import DrillConfig
 from restoredrill.drill.fullcluster import FullClusterRecovery, select_plans
 from restoredrill.drill.gitops import GitOpsDeployment
 from restoredrill.drill.plan import plan_app
+from restoredrill.images.standins import AppImageLoader
 from restoredrill.platform import ObjectStore
 from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.images import DEFAULT_LOCAL_IMAGES, build_local_images
@@ -53,11 +54,14 @@ def test_full_cluster_recovery(catalogue: Catalogue, drill_config: DrillConfig, 
     gitops_deployment: GitOpsDeployment = request.getfixturevalue("gitops_deployment")
     object_store: ObjectStore = request.getfixturevalue("object_store")
     platform_images: dict[str, str] = request.getfixturevalue("platform_images")
+    # What the recovered apps run, and nothing more: on the session's cluster now, on the new one in load_images.
+    recovered = [app for app in apps if app.name in {plan.app for plan in plans}]
+    app_images: AppImageLoader | None = request.getfixturevalue("app_images")
+    image_lines = {app.name: app_images.load(app) for app in recovered} if app_images is not None else {}
 
     def load_images(provider: ClusterProvider, ctx: PlatformContext) -> None:
         provider.load_images(build_local_images(tuple(dict.fromkeys((*DEFAULT_LOCAL_IMAGES, object_store.kind)))))
-        load_app_images(provider, catalogue, [a for a in catalogue.apps if a.name in {p.app for p in plans}],
-                        ctx.images)
+        load_app_images(provider, catalogue, recovered, ctx.images)
 
     recovery = FullClusterRecovery(provider=cluster_provider, cluster_lock=shared.lock,
                                    ctx=request.getfixturevalue("platform_context"), object_store=object_store,
@@ -65,6 +69,8 @@ def test_full_cluster_recovery(catalogue: Catalogue, drill_config: DrillConfig, 
                                    cnpg=request.getfixturevalue("cnpg"),
                                    plans=plans, busybox_image=platform_images["busybox"], run_id=run_id,
                                    worker_id=worker_id, load_images=load_images, out=gitops_deployment.out)
+    for drill in recovery.drills:
+        drill.record.standins = [*drill.record.standins, *image_lines.get(drill.plan.app, [])]
     try:
         recovery.run()
     except BaseException:
