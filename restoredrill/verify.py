@@ -154,7 +154,8 @@ def compare_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mappin
 
 
 def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[str, Entry],
-                sentinel: str | None = None, restore_uid: str | None = None) -> VolumeDiff:
+                sentinel: str | None = None, restore_uid: str | None = None,
+                restore_started: float | None = None) -> VolumeDiff:
     """Compare a restored volume with what it held: anything missing, added, changed in kind, size,
     bytes, link target, device, mode, owner, group, mtime or hard links, one problem per path that
     names each differing field (at backup vs restored); and the post-backup sentinel present, which
@@ -164,6 +165,13 @@ def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[s
     `restore_uid`: the volume was restored by that Velero Restore, so its bookkeeping is allowed
     (`.velero/<restore_uid>`, by exact path, and the root's mtime; see above). Without it (a volume
     that must survive on its own) nothing is tolerated.
+
+    `restore_started` (epoch seconds): the app ran again after the restore and may write. A new
+    entry whose mtime is at or after that moment, and a folder whose only change is such an mtime
+    (a file made or removed in it), are what the app wrote: reported in `notes`, not failed (a
+    restore writes every entry with its backup-time mtime, so it cannot be the restore's). Every
+    entry present at backup time stays strict: the drill seeded it and the app has no business
+    with it, and a missing one fails whatever the time.
     """
     problems: list[str] = []
     notes: list[str] = []
@@ -180,8 +188,17 @@ def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[s
             problems.append(f"{volume}: {entry.kind} {path!r} is missing after the restore ({_NOT_KEPT['special']})")
         else:
             problems.append(f"{volume}: {entry.kind} {path!r} is missing after the restore")
+    since = None if restore_started is None else int(restore_started)
+
+    def app_wrote(entry: Entry) -> bool:
+        return since is not None and entry.mtime is not None and entry.mtime >= since
+
     for path in sorted(set(actual) - set(expected) - {sentinel}):
-        problems.append(f"{volume}: {actual[path].kind} {path!r} was not there at backup time")
+        if app_wrote(actual[path]):
+            notes.append(f"{volume}: {actual[path].kind} {path!r} was written by the app after the restore (mtime "
+                         f"{_when(actual[path].mtime)}, restore started {_when(since)}; not in the backup)")
+        else:
+            problems.append(f"{volume}: {actual[path].kind} {path!r} was not there at backup time")
     for path in sorted(set(expected) & set(actual)):
         before, after = expected[path], actual[path]
         if before.kind != after.kind:
@@ -189,7 +206,10 @@ def diff_volume(*, volume: str, expected: Mapping[str, Entry], actual: Mapping[s
             continue
         changes = entry_changes(before, after, compare_mtime=not (skip_root_mtime and path == ROOT),
                                 mtime=folder_mtimes.get(path))
-        if changes:
+        if changes and before.kind == "dir" and app_wrote(after) and all(c.startswith("mtime ") for c in changes):
+            notes.append(f"{volume}: folder {path!r} was changed by the app after the restore (mtime "
+                         f"{_when(after.mtime)}: an entry made or removed in it)")
+        elif changes:
             problems.append(f"{volume}: {before.kind} {path!r} differs: {'; '.join(changes)}")
     return VolumeDiff(problems=problems, notes=notes)
 

@@ -212,6 +212,32 @@ def test_a_volume_velero_did_not_restore_tolerates_nothing(backed_up: dict[str, 
     ]
 
 
+START = MTIME + 3600  # the restore started an hour after the backup's files were written
+
+
+def test_what_the_app_writes_after_the_restore_is_reported_not_failed(backed_up: dict[str, Entry]) -> None:
+    """A new file (and its folder's new mtime) newer than the restore's start is the app's: a note."""
+    restored = {**backed_up, "nested": replace(backed_up["nested"], mtime=START + 5),
+                "nested/app.log": Entry(path="nested/app.log", kind="file", size=1, sha256="aa" * 32, mode=0o644,
+                                        uid=0, gid=0, mtime=START + 5)}
+    diff = diff_volume(volume="v", expected=backed_up, actual=restored, restore_uid="u", restore_started=START)
+    assert diff.problems == []
+    assert [n.split(" was ")[0] for n in diff.notes] == ["v: file 'nested/app.log'", "v: folder 'nested'"]
+    assert "written by the app after the restore" in diff.notes[0]
+    # Without the restore's start, or written before it, the same entries fail.
+    assert len(diff_volume(volume="v", expected=backed_up, actual=restored, restore_uid="u").problems) == 2
+    early = diff_volume(volume="v", expected=backed_up, actual=restored, restore_uid="u", restore_started=START + 60)
+    assert len(early.problems) == 2 and early.notes == []
+
+
+def test_an_entry_of_the_backup_changed_after_the_restore_still_fails(backed_up: dict[str, Entry]) -> None:
+    """What the drill seeded is strict whatever its mtime; what is missing fails whatever the time."""
+    restored = {**backed_up, "nested/big.bin": replace(backed_up["nested/big.bin"], sha256="ff" * 32, mtime=START)}
+    del restored["empty"]
+    diff = diff_volume(volume="v", expected=backed_up, actual=restored, restore_uid="u", restore_started=START)
+    assert [p.split(" ", 3)[2] for p in diff.problems] == ["'empty'", "'nested/big.bin'"]
+
+
 EXPECTED = [("pelican/pelican-panel-1", "data"), ("pelican/pelican-panel-1", "logs")]
 
 

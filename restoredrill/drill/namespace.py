@@ -18,9 +18,10 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, ClassVar, cast
 
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -34,8 +35,9 @@ from restoredrill.errors import CommandError, RestoreDrillError
 from restoredrill.platform import CloudNativePG, Flux, Velero
 from restoredrill.platform.base import PlatformContext, pod_is_ready
 from restoredrill.platform.flux import GIT_SERVER, SOURCE_GROUP, SOURCE_VERSION
-from restoredrill.platform.velero import GROUP, VERSION
+from restoredrill.platform.velero import GROUP, VERSION, restore_failure
 from restoredrill.podvolumes import compare_pod_volumes, compare_restored_bytes
+from restoredrill.timeline import drill_timeline
 from restoredrill.velero_semantics import HookRun, backup_hook_runs, hook_selects_pod
 from restoredrill.verify import (
     VELERO_DONE_DIR,
@@ -44,6 +46,7 @@ from restoredrill.verify import (
     compare_uids,
     compare_volume,
     content_digest,
+    diff_volume,
     fs_backup_volumes,
     parse_inventory,
     unexpected_warnings,
@@ -103,7 +106,9 @@ class DrillRecord:
     manual_steps: list[str] = field(default_factory=list)
     standins: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    backup_warnings: list[str] = field(default_factory=list)
     snapshot_check: dict[str, Any] | None = None
+    timeline: dict[str, Any] | None = None  # restoredrill.timeline: the backup's and the restore's parts
     notes: list[str] = field(default_factory=list)
 
     def facts(self) -> dict[str, Any]:
@@ -116,8 +121,10 @@ class DrillRecord:
             "rows_verified": self.rows_verified, "hooks": self.hooks or None,
             "steps": {name: seconds for name, seconds in self.steps},
             "manual_steps": self.manual_steps or None, "restore_warnings": self.warnings or None,
+            "backup_warnings": self.backup_warnings or None,
             "notes": self.notes or None, "stand_ins": self.standins or None,
-            "snapshot_check": self.snapshot_check,
+            "snapshot_check": self.snapshot_check, "timeline": self.timeline,
+            "rto_objects_s": ((self.timeline or {}).get("restore") or {}).get("rto_s"),
         }
 
     def runbook_steps_warning(self) -> RunbookStepWarning | None:
@@ -181,11 +188,17 @@ class NamespaceDrill:
         self.step("adopt", self.resume_and_adopt)
         return self.record
 
+    # Entered around each step as step_observer(app, step): fixtures/reporting.py makes it an Allure step
+    # (the step's duration and outcome in the report), so the drill itself knows nothing of reports. A
+    # staticmethod, so that instances call it unbound.
+    step_observer: ClassVar[staticmethod[[str | None, str], AbstractContextManager[object]] | None] = None
+
     def step(self, name: str, action: Callable[[], None]) -> None:
         self.step_name = name
         self.out(f"[drill {self.plan.app}] {name} ...")
         started = time.monotonic()
-        action()
+        with self.step_observer(self.plan.app, name) if self.step_observer else nullcontext():
+            action()
         seconds = round(time.monotonic() - started, 1)
         self.record.steps.append((name, seconds))
         self.out(f"[drill {self.plan.app}] {name} done in {seconds} s")
@@ -408,6 +421,7 @@ class NamespaceDrill:
         self.record.pod_volume_backups = len(records)
         problems += compare_pod_volumes(operation="backup", expected=self.snapshot.pod_volumes, records=records)
         problems += self.hook_problems(status, self.app_pods())
+        problems += self.backup_result_problems(name)
         self.fail(problems, remedy=f"`velero backup describe {name} --details` and `velero backup logs {name}`")
 
     def hook_problems(self, status: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> list[str]:
@@ -507,12 +521,30 @@ class NamespaceDrill:
                                    restore_pvs=True)
         self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
         restore = self.velero.get_restore(name)
+        phase = (restore.get("status") or {}).get("phase")
+        if phase in ("Failed", "FailedValidation"):
+            # Nothing was restored: waiting for pods would end only in a timeout that names nothing.
+            self.restored = restore
+            self.fail([restore_failure(restore, self.velero.bsl())],
+                      remedy=f"`velero restore describe {name} --details`; `velero backup describe "
+                             f"{self.record.backup}`, and take a new backup if its objects are gone from the store")
         self.wait_healthy()
         self.record.rto_s = round(time.monotonic() - started, 1)
+        self.record_timeline(name)
         completed = (self.record.backup_completed_at and _iso(self.record.backup_completed_at))
         if completed:
             self.record.backup_age_s = round((datetime.now(UTC) - completed).total_seconds(), 1)
         self.restored = restore
+
+    def record_timeline(self, restore_name: str) -> None:
+        """The RTO and the backup from the objects' own timestamps, read now: the pods as they came
+        up, before any inspector pod of the checks."""
+        pods = self.ctx.as_manifests(self.ctx.core.list_namespaced_pod(self.ns).items)
+        self.record.timeline = drill_timeline(
+            backup=self.velero.get_backup(self.record.backup),
+            pod_volume_backups=self.velero.list_pod_volume_backups(self.record.backup),
+            restore=self.velero.get_restore(restore_name),
+            pod_volume_restores=self.velero.list_pod_volume_restores(restore_name), pods=pods)
 
     # ---- verify ----------------------------------------------------------------------------
     def verify(self) -> None:
@@ -546,16 +578,32 @@ class NamespaceDrill:
         if not snapshots:
             return problems
         access = repository_access(self.ctx, velero_namespace=self.velero.namespace, bsl_name=self.velero.bsl_name)
-        started = (self.restored.get("status") or {}).get("startTimestamp")
         result = verify_against_snapshots(
             self.ctx, namespace=self.ns, snapshots=snapshots, bsl=access.bsl, password=access.password,
             credentials=access.credentials, image=self.ctx.images["kopia"],
             restore_uid=str(self.restored["metadata"].get("uid", "")),
-            restore_started=_iso(str(started)).timestamp() if started else None)
+            restore_started=self.restore_started())
         self.record.snapshot_check = result.facts()
         self.record.notes += [f"written by the app after the restore: {w}" for w in result.written_by_app]
         self.record.notes += result.notes
         return [*problems, *result.problems]
+
+    def restore_started(self) -> float | None:
+        """When Velero started the restore (epoch seconds): whatever is newer was written after it."""
+        started = (self.restored.get("status") or {}).get("startTimestamp")
+        return _iso(str(started)).timestamp() if started else None
+
+    def backup_result_problems(self, name: str) -> list[str]:
+        """The Backup's own errors fail the drill (a hook's command, an item Velero could not read);
+        its warnings are recorded, and fail unless the allow-list has them, as a restore's do."""
+        results = self.velero.backup_results(name, fetch=self.fetch_in_cluster)
+        problems = [f"backup error ({scope}): {m}" for scope, messages in
+                    self._scoped(results.get("errors") or {}).items() for m in messages]
+        warnings = self._scoped(results.get("warnings") or {})
+        self.record.backup_warnings = [f"{scope}: {m}" for scope, messages in warnings.items() for m in messages]
+        problems += [f"backup warning not in the allow-list: {w}" for w in unexpected_warnings(warnings,
+                                                                                                 allowed=self.allow)]
+        return problems
 
     def restore_result_problems(self) -> list[str]:
         results = self.velero.restore_results(self.record.restore, fetch=self.fetch_in_cluster)
@@ -632,9 +680,13 @@ class NamespaceDrill:
                 if f"{VELERO_DONE_DIR}/{restore_uid}" in actual:
                     self.record.notes.append(f"PVC {claim}: Velero's done-file {VELERO_DONE_DIR}/<restore UID> was "
                                              "left in the volume (not counted)")
-                # compare_volume allows Velero's bookkeeping of this restore by exact path (see verify.py).
-                problems.extend(compare_volume(volume=f"PVC {self.ns}/{claim}", expected=expected, actual=actual,
-                                               sentinel=data.SENTINEL, restore_uid=restore_uid))
+                # diff_volume allows Velero's bookkeeping of this restore by exact path, and reports what the
+                # app wrote after the restore started (see verify.py).
+                diff = diff_volume(volume=f"PVC {self.ns}/{claim}", expected=expected, actual=actual,
+                                   sentinel=data.SENTINEL, restore_uid=restore_uid,
+                                   restore_started=self.restore_started())
+                problems.extend(diff.problems)
+                self.record.notes.extend(diff.notes)
                 self.record.files_verified += sum(1 for e in expected.values() if e.kind == "file")
                 self.record.volumes_verified += 1
             for claim, expected in self.snapshot.kept.items():
@@ -704,6 +756,8 @@ class NamespaceDrill:
             if self.record.backup else None,
             "PodVolumeRestores": lambda: self.velero.list_pod_volume_restores(self.record.restore)
             if self.record.restore else None,
+            "backup results": lambda: self.velero.backup_results(self.record.backup, fetch=self.fetch_in_cluster)
+            if self.record.backup else None,
             "restore results": lambda: self.velero.restore_results(self.record.restore, fetch=self.fetch_in_cluster)
             if self.record.restore else None,
             "Flux Kustomizations": lambda: [self.flux.get_kustomization(n) for n in self.plan.kustomization_names],

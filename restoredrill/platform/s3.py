@@ -130,6 +130,10 @@ class S3Client:
         """Write an object (restoredrill's own buckets only: a fault test corrupts a drill's own backup)."""
         self._request("PUT", f"/{bucket}/{urllib.parse.quote(key, safe='/')}", body=data)
 
+    def delete_object(self, bucket: str, key: str) -> None:
+        """Remove an object (restoredrill's own buckets only: a fault test removes a drill's own backup file)."""
+        self._request("DELETE", f"/{bucket}/{urllib.parse.quote(key, safe='/')}")
+
     def list_keys(self, bucket: str, *, prefix: str = "") -> list[str]:
         """Every key under `prefix` (follows continuation tokens)."""
         keys: list[str] = []

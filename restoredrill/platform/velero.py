@@ -19,6 +19,7 @@ import copy
 import gzip
 import hashlib
 import json
+import re
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
@@ -248,6 +249,30 @@ def restore_manifest(*, name: str, backup_name: str, namespace: str = NAMESPACE,
     if labels:
         metadata["labels"] = dict(labels)
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Restore", "metadata": metadata, "spec": spec}
+
+
+_UNREADABLE_OBJECT = re.compile(r"error getting object (\S+?):")
+
+
+def restore_failure(restore: Mapping[str, Any], bsl: Mapping[str, Any] | None) -> str:
+    """Why a Restore ended Failed or FailedValidation, naming the object of the store it could not
+    read where Velero's failureReason says so (restore_controller runValidatedRestore wraps the
+    plugin's "error getting object KEY" in "error downloading backup")."""
+    status = restore.get("status") or {}
+    name = (restore.get("metadata") or {}).get("name", "?")
+    reason = str(status.get("failureReason") or "; ".join(str(e) for e in status.get("validationErrors") or [])
+                 or "no reason given")
+    text = f"Restore {name} ended {status.get('phase')}: {reason}"
+    found = _UNREADABLE_OBJECT.search(reason)
+    if found:
+        storage = ((bsl or {}).get("spec") or {}).get("objectStorage") or {}
+        where = f"s3://{storage.get('bucket', '?')}/{found.group(1)}"
+        backup = (restore.get("spec") or {}).get("backupName", "?")
+        location = ((bsl or {}).get("metadata") or {}).get("name", "?")
+        text += (f". The object {where} of Backup {backup} could not be read from BackupStorageLocation {location}: "
+                 "the backup in the object store is incomplete (removed by a lifecycle rule, by hand, or never "
+                 "written)")
+    return text
 
 
 def bsl_state(bsl: Mapping[str, Any] | None) -> tuple[str, str]:
@@ -525,6 +550,15 @@ class Velero:
         data = self.download("RestoreResults", name, fetch=fetch)
         parsed = json.loads(data or b"{}")
         return parsed if isinstance(parsed, dict) else {}
+
+    def backup_results(self, name: str, *, fetch: Callable[[str], bytes]) -> dict[str, Any]:
+        """The Backup's errors and warnings, by scope, as `velero backup describe --details` reads them."""
+        data = self.download("BackupResults", name, fetch=fetch)
+        parsed = json.loads(data or b"{}")
+        return parsed if isinstance(parsed, dict) else {}
+
+    def get_backup(self, name: str) -> Manifest:
+        return self.ctx.get_object(GROUP, VERSION, "backups", self.namespace, name) or {}
 
     def get_restore(self, name: str) -> Manifest:
         return self.ctx.get_object(GROUP, VERSION, "restores", self.namespace, name) or {}

@@ -103,6 +103,37 @@ def test_a_changed_mode_or_owner_fails_the_drill(restored: NamespaceDrill) -> No
         in_inspector(restored, f"chmod {before[0]} {small} && chown {before[1]}:{before[2]} {small}")
 
 
+def test_a_file_missing_from_the_restored_volume_fails_naming_it(restored: NamespaceDrill) -> None:
+    """A file the snapshot holds and the restored volume lacks: both checks name it."""
+    small = f"{data.MOUNT_ROOT}/{CLAIM}/{data.SEED_DIR}/small.txt"
+    kept = in_inspector(restored, f"stat -c '%a %u %g %Y' {small} && base64 {small}").split("\n", 1)
+    mode, uid, gid, mtime = kept[0].split()
+    in_inspector(restored, f"rm {small}")
+    try:
+        expect_failure(restored.verify, f"file '{data.SEED_DIR}/small.txt' is in the backup's snapshot and missing "
+                                        "from the restored volume", f"'{data.SEED_DIR}/small.txt' is missing after "
+                                                                    "the restore")
+    finally:
+        in_inspector(restored, f"printf '%s' '{kept[1].strip()}' | base64 -d > {small} && chmod {mode} {small} && "
+                               f"chown {uid}:{gid} {small} && touch -d @{mtime} {small}")
+    restored.verify()  # put back as it was (its folder's new mtime is newer than the restore: noted), it verifies
+
+
+def test_a_file_the_app_writes_after_the_restore_is_reported_and_the_drill_passes(restored: NamespaceDrill) -> None:
+    """The app runs again after the restore and writes: reported with its path, not a failure."""
+    written = f"{data.SEED_DIR}/written-after-restore.log"
+    in_inspector(restored, f"echo started > {data.MOUNT_ROOT}/{CLAIM}/{written}")
+    notes = len(restored.record.notes)
+    try:
+        restored.verify()
+        new = restored.record.notes[notes:]
+        assert any(f"'{written}' was written by the app after the restore" in note for note in new), new
+        assert any("written by the app after the restore" in note and "not in the backup" in note and
+                   written in note for note in new), f"the snapshot check did not report {written}: {new}"
+    finally:
+        in_inspector(restored, f"rm -f {data.MOUNT_ROOT}/{CLAIM}/{written}")
+
+
 def test_a_changed_byte_fails_the_drill(restored: NamespaceDrill) -> None:
     original = in_inspector(restored, f"dd if={LARGE} bs=1 skip=4242 count=1 2>/dev/null | od -An -to1").strip()
     flipped = "101" if original != "101" else "102"
@@ -170,6 +201,48 @@ def test_drift_after_resume_fails_the_drill(restored: NamespaceDrill) -> None:
 def test_an_object_missing_after_the_restore_fails_the_drill(restored: NamespaceDrill) -> None:
     restored.ctx.kubectl(["-n", restored.ns, "delete", "service", "pelican-panel", "--wait=true"])
     expect_failure(restored.verify, f"Service {restored.ns}/pelican-panel", "missing after the restore")
+
+
+def test_a_backup_tarball_deleted_from_the_bucket_fails_the_restore_naming_it(
+        restored: NamespaceDrill, request: pytest.FixtureRequest) -> None:
+    """The backup's contents gone from the store (a lifecycle rule, a hand): the restore fails at once
+    with the object's name, not as a wait for pods that never come."""
+    store: ObjectStore = request.getfixturevalue("object_store")
+    bsl = restored.velero.bsl()
+    assert bsl is not None
+    storage = bsl["spec"]["objectStorage"]
+    backup = restored.record.backup
+    key = "/".join(p for p in (str(storage.get("prefix") or "").strip("/"), "backups", backup, f"{backup}.tar.gz") if p)
+    tag = restored.tag
+    with store.client() as s3:
+        body = s3.get_object(storage["bucket"], key)
+        s3.delete_object(storage["bucket"], key)
+        try:
+            restored.tag = "tarball"  # a Restore of its own name
+            expect_failure(restored.restore, f"s3://{storage['bucket']}/{key}", f"of Backup {backup}",
+                           "the backup in the object store is incomplete")
+        finally:
+            restored.tag = tag
+            s3.put_object(storage["bucket"], key, body)
+
+
+def test_a_failing_pod_annotation_hook_fails_the_backup(restored: NamespaceDrill, catalogue: Catalogue,
+                                                        request: pytest.FixtureRequest) -> None:
+    """A hook declared on the pod (not in the Schedule) that fails: counted, named, and the Backup's
+    own error (read through a DownloadRequest for its results) is in the failure."""
+    pod = restored.app_pods()[0]["metadata"]["name"]
+    hook = {"pre.hook.backup.velero.io/command": '["/bin/sh", "-c", "echo restoredrill-hook-fault >&2; exit 3"]',
+            "pre.hook.backup.velero.io/on-error": "Continue"}
+    restored.ctx.kubectl(["-n", restored.ns, "annotate", "pod", pod, "--overwrite",
+                          *(f"{k}={v}" for k, v in hook.items())])
+    try:
+        factory: Callable[[App], NamespaceDrill] = request.getfixturevalue("module_namespace_drill")
+        drill = factory(app_named(catalogue, APP))
+        drill.take_snapshot()
+        expect_failure(drill.backup, "1 of 1 backup hooks failed", f"pre annotation hook in {restored.ns}/{pod}",
+                       "backup error")
+    finally:
+        restored.ctx.kubectl(["-n", restored.ns, "annotate", "pod", pod, *(f"{k}-" for k in hook)])
 
 
 def test_a_claim_on_a_hostpath_volume_fails_the_backup(restored: NamespaceDrill, catalogue: Catalogue,

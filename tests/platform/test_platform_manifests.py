@@ -46,6 +46,7 @@ from restoredrill.platform.velero import (
     bsl_state,
     credentials_secret,
     node_agent_daemonset,
+    restore_failure,
     server_deployment,
     velero_label_value,
 )
@@ -550,3 +551,20 @@ def test_port_forward_failure_is_a_platform_error(tmp_path: Path, monkeypatch: p
     with pytest.raises(PlatformError, match="not found"), \
             port_forward(ctx, namespace="minio", target="svc/minio", port=9000):  # type: ignore[arg-type]
         pass
+
+
+def test_a_restore_that_cannot_read_the_backup_names_the_object() -> None:
+    """Velero's failureReason when the backup's tarball is gone (restore_controller + the AWS plugin)."""
+    restore = {"metadata": {"name": "pelican-r"}, "spec": {"backupName": "pelican-b"},
+               "status": {"phase": "Failed", "failureReason": (
+                   "error downloading backup: error getting object backups/pelican-b/pelican-b.tar.gz: operation "
+                   "error S3: GetObject, https response error StatusCode: 404, api error NoSuchKey: The specified "
+                   "key does not exist.")}}
+    bsl = {"metadata": {"name": "default"}, "spec": {"objectStorage": {"bucket": "velero"}}}
+    text = restore_failure(restore, bsl)
+    assert text.startswith("Restore pelican-r ended Failed: error downloading backup")
+    assert "The object s3://velero/backups/pelican-b/pelican-b.tar.gz of Backup pelican-b could not be read from " \
+           "BackupStorageLocation default" in text
+    other = restore_failure({"metadata": {"name": "r"}, "status": {"phase": "FailedValidation",
+                                                                   "validationErrors": ["backup not found"]}}, None)
+    assert other == "Restore r ended FailedValidation: backup not found"
