@@ -19,6 +19,7 @@ import pytest
 from fixtures.drills import drill_apps, drill_parameters
 from fixtures.gitops import session_catalogue
 from fixtures.options import DRILL_CONFIG_KEY
+from fixtures.reporting import titled
 from restoredrill.catalogue import App, Catalogue
 from restoredrill.cluster.namespaces import NamespaceFactory
 from restoredrill.drill.databases import CnpgRecovery
@@ -66,6 +67,7 @@ def label(app: App, option: str) -> None:
     allure.dynamic.label("scenario", f"cnpg-option-{option}")
 
 
+@titled("cnpg-option-b")
 def test_cnpg_option_b_recovery_from_the_object_store(cnpg_app: App, seeded: NamespaceDrill, recovery: CnpgRecovery,
                                                       namespace_factory: NamespaceFactory,
                                                       record_result: Callable[..., None]) -> None:
@@ -83,6 +85,7 @@ def test_cnpg_option_b_recovery_from_the_object_store(cnpg_app: App, seeded: Nam
                              f"(md5 {before.digest}) at backup time")
 
 
+@titled("cnpg-option-c")
 def test_cnpg_option_c_pg_dump_and_pg_restore(cnpg_app: App, seeded: NamespaceDrill, recovery: CnpgRecovery,
                                               namespace_factory: NamespaceFactory,
                                               record_result: Callable[..., None]) -> None:

@@ -17,6 +17,7 @@ import pytest
 
 from fixtures.cluster import SHARED_CLUSTER_KEY
 from fixtures.drills import attach_evidence, drill_apps, load_app_images, nothing_to_drill, remove_app
+from fixtures.reporting import titled
 from restoredrill.catalogue import Catalogue
 from restoredrill.cluster import ClusterHandle, ClusterProvider
 from restoredrill.config import DrillConfig
@@ -31,6 +32,7 @@ from restoredrill.platform.images import DEFAULT_LOCAL_IMAGES, build_local_image
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill, pytest.mark.full_cluster]
 
 
+@titled("full-cluster-recovery")
 def test_full_cluster_recovery(catalogue: Catalogue, drill_config: DrillConfig, worker_id: str, run_id: str,
                                record_result: Callable[..., None], request: pytest.FixtureRequest) -> None:
     apps = drill_apps(catalogue, drill_config)

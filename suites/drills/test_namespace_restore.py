@@ -17,6 +17,7 @@ import pytest
 from fixtures.drills import NothingToDrill, attach_evidence, drill_apps, drill_parameters, nothing_to_drill
 from fixtures.gitops import session_catalogue
 from fixtures.options import DRILL_CONFIG_KEY
+from fixtures.reporting import titled
 from restoredrill.catalogue import App
 from restoredrill.cluster import ClusterHandle
 from restoredrill.drill.mapped import MappedNamespaceDrill
@@ -32,6 +33,7 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
         metafunc.parametrize("app", drill_parameters(apps, empty=nothing_to_drill(catalogue, drill_config)))
 
 
+@titled("namespace-restore")
 def test_namespace_restore(app: App | NothingToDrill, request: pytest.FixtureRequest) -> None:
     if isinstance(app, NothingToDrill):
         app.fail()
