@@ -241,8 +241,15 @@ class AppImageLoader:
 
 def standin_binary(*, cache: Path | None = None) -> Path:
     """The stand-in server, built once with the local Go toolchain (standard library only)."""
-    digest = hashlib.sha256(STANDIN_MAIN_GO.encode()).hexdigest()[:12]
-    out = (cache or cache_dir()) / "bin" / f"app-standin-{digest}" / "restoredrill-standin"
+    return go_program_binary(STANDIN_MAIN_GO, name="app-standin", binary="restoredrill-standin", cache=cache)
+
+
+def go_program_binary(main_go: str, *, name: str, binary: str, cache: Path | None = None) -> Path:
+    """A one-file Go program of restoredrill's own (standard library only, so it builds offline),
+    built static with the local toolchain into `CACHE/bin/NAME-DIGEST/BINARY`, the digest being the
+    source's: a changed program is a new binary, an unchanged one is never rebuilt."""
+    digest = hashlib.sha256(main_go.encode()).hexdigest()[:12]
+    out = (cache or cache_dir()) / "bin" / f"{name}-{digest}" / binary
     if out.is_file():
         return out
     from shutil import which
@@ -251,15 +258,16 @@ def standin_binary(*, cache: Path | None = None) -> Path:
     if go is None:
         raise MissingToolError("go", remedy="install Go 1.24 or newer and put `go` on PATH")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="restoredrill-standin-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=f"restoredrill-{name}-") as scratch:
         source = Path(scratch)
-        (source / "go.mod").write_text("module restoredrill.local/standin\n\ngo 1.22\n")
-        (source / "main.go").write_text(STANDIN_MAIN_GO)
-        partial = out.with_suffix(".partial")
+        (source / "go.mod").write_text(f"module restoredrill.local/{name}\n\ngo 1.22\n")
+        (source / "main.go").write_text(main_go)
+        # One partial per process: two builders racing each rename a complete binary into place.
+        partial = out.with_name(f".{binary}.{os.getpid()}.partial")
         run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."], cwd=source,
             timeout=timeout("image_build"),
             env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
-        partial.rename(out)
+        partial.replace(out)
     return out
 
 
