@@ -12,11 +12,12 @@ for adoption. The NFS library is verified intact without having been restored.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from restoredrill.cluster import ClusterProvider
 from restoredrill.drill.gitops import GitOpsDeployment
@@ -161,8 +162,12 @@ class FullClusterRecovery:
         for drill in self.drills:
             drill.record.standins = self.gitops.standins
 
+    # As NamespaceDrill.step_observer: entered around each step of the sequence (subject None: the cluster).
+    step_observer: ClassVar[staticmethod[[str | None, str], contextlib.AbstractContextManager[object]] | None] = None
+
     def step(self, name: str, action: Callable[[], Any]) -> Any:
-        return timed(self.record, name, action, out=self.out)
+        with self.step_observer(None, name) if self.step_observer else contextlib.nullcontext():
+            return timed(self.record, name, action, out=self.out)
 
     def run(self) -> FullClusterRecord:
         started = time.monotonic()

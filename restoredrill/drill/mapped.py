@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from kubernetes import client
@@ -203,11 +203,15 @@ class MappedNamespaceDrill:
             self.step(name, action)
         return self.record
 
+    # As NamespaceDrill.step_observer: entered around each step (an Allure step, set by fixtures/reporting.py).
+    step_observer: ClassVar[staticmethod[[str | None, str], contextlib.AbstractContextManager[object]] | None] = None
+
     def step(self, name: str, action: Callable[[], None]) -> None:
         self.step_name = name
         self.out(f"[drill {self.plan.app} -> {self.copy}] {name} ...")
         started = time.monotonic()
-        action()
+        with self.step_observer(self.plan.app, name) if self.step_observer else contextlib.nullcontext():
+            action()
         self.record.steps.append((name, round(time.monotonic() - started, 1)))
 
     def fail(self, problems: Sequence[str], remedy: str | None = None) -> None:
