@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from restoredrill.drill.checks import Check, parse_checks
 from restoredrill.errors import ConfigError, ManifestError
 from restoredrill.gosyntax import GoSyntaxError, format_go_duration, parse_go_duration
 from restoredrill.timeouts import Timeouts
@@ -36,6 +37,8 @@ class AppOverride:
     backup_required: bool = True
     # Why: shown in the report wherever the override changes an outcome.
     reason: str = ""
+    # The user's own checks of the restored app (restoredrill/drill/checks.py), run after the restore.
+    checks: tuple[Check, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -270,6 +273,7 @@ def _read_apps(value: Any, *, source: str) -> dict[str, AppOverride]:
             apps[str(name)] = AppOverride(
                 backup_required=_bool(settings.get("backup_required", True)),
                 reason=str(settings.get("reason", "")),
+                checks=parse_checks(settings.get("checks"), source=source, app=str(name)),
             )
         except ValueError as error:
             raise ConfigError(f"{source}: apps.{name}: {error}", remedy="use true or false") from None

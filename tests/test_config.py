@@ -3,12 +3,14 @@ a bad value names where it came from and how to fix it."""
 
 from collections.abc import Mapping, Sequence
 from datetime import timedelta
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypedDict
 
 import pytest
 
 from restoredrill.config import DrillConfig, build_config
+from restoredrill.drill.checks import Bound, FileCheck, HttpCheck, SqlCheck
 from restoredrill.errors import ConfigError
 
 
@@ -76,3 +78,36 @@ def test_bad_settings_say_where_and_how_to_fix(tmp_path: Path, kwargs: ConfigArg
         config(tmp_path, **kwargs)
     for text in expected:
         assert text in str(raised.value)
+
+
+def test_checks_in_the_drill_file_arrive_on_the_app(tmp_path: Path) -> None:
+    drill = """apps:
+  pelican:
+    checks:
+      - sql: SELECT count(*) FROM assets
+        greater_than: 0
+      - http: http://pelican-panel.pelican.svc:80/health
+      - file: pelican-data:/restoredrill-seed/small.txt
+        min_bytes: 1
+        name: seed file
+"""
+    assert config(tmp_path, drill=drill).app("pelican").checks == (
+        SqlCheck(name="sql: SELECT count(*) FROM assets", query="SELECT count(*) FROM assets",
+                 bounds=(Bound("greater_than", Decimal(0)),)),
+        HttpCheck(name="http: http://pelican-panel.pelican.svc:80/health",
+                  url="http://pelican-panel.pelican.svc:80/health", status=200),
+        FileCheck(name="seed file", claim="pelican-data", path="/restoredrill-seed/small.txt", min_bytes=1),
+    )
+    assert config(tmp_path, drill=drill).app("immich").checks == ()
+    from_set = config(tmp_path, overrides=['apps.immich.checks=[{sql: "SELECT 1", expect: "1"}]'])
+    assert [c.name for c in from_set.app("immich").checks] == ["sql: SELECT 1"]
+
+
+def test_a_bad_check_in_the_drill_file_names_the_file_the_item_and_the_fix(tmp_path: Path) -> None:
+    drill = "apps:\n  pelican:\n    checks:\n      - sql: SELECT count(*) FROM assets\n        greater_than: many\n"
+    with pytest.raises(ConfigError) as raised:
+        config(tmp_path, drill=drill)
+    message = str(raised.value)
+    assert f"{tmp_path / 'repo' / 'restoredrill.yaml'}: apps.pelican.checks[0].greater_than: 'many' is not a number" \
+        in message
+    assert "fix: write the bound as a number" in message
