@@ -28,6 +28,21 @@ from kubernetes.client.exceptions import ApiException
 
 from restoredrill.cluster.namespaces import delete_owned_namespace
 from restoredrill.drill import data
+from restoredrill.drill.checks import (
+    Check,
+    CheckResult,
+    CheckRunError,
+    SqlCheck,
+    claims_of,
+    file_size_command,
+    parse_file_size,
+    parse_wget_status,
+    resolve_database,
+    run_checks,
+    single_value,
+    wget_status_command,
+)
+from restoredrill.drill.checks import problems as check_failures
 from restoredrill.drill.gitops import GitOpsDeployment
 from restoredrill.drill.plan import AppPlan
 from restoredrill.drill.snapshot import repository_access, verify_against_snapshots, volume_snapshots
@@ -110,6 +125,7 @@ class DrillRecord:
     snapshot_check: dict[str, Any] | None = None
     timeline: dict[str, Any] | None = None  # restoredrill.timeline: the backup's and the restore's parts
     notes: list[str] = field(default_factory=list)
+    checks: list[dict[str, Any]] = field(default_factory=list)  # the drill config's checks, each a CheckResult
 
     def facts(self) -> dict[str, Any]:
         return {
@@ -122,7 +138,7 @@ class DrillRecord:
             "steps": {name: seconds for name, seconds in self.steps},
             "manual_steps": self.manual_steps or None, "restore_warnings": self.warnings or None,
             "backup_warnings": self.backup_warnings or None,
-            "notes": self.notes or None, "stand_ins": self.standins or None,
+            "notes": self.notes or None, "stand_ins": self.standins or None, "checks": self.checks or None,
             "snapshot_check": self.snapshot_check, "timeline": self.timeline,
             "rto_objects_s": ((self.timeline or {}).get("restore") or {}).get("rto_s"),
         }
@@ -159,14 +175,59 @@ def _iso(moment: str) -> datetime:
     return datetime.strptime(moment, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True)
+class RestoredAppChecks:
+    """The namespace drill's CheckRunner: SQL through the app's database pods, HTTP and files from
+    the inspector pod `pod` (in the app's namespace, mounting `mounted`); None: it has none, `why`."""
+
+    drill: NamespaceDrill
+    pod: str | None
+    mounted: tuple[str, ...]
+    why: str = ""
+
+    def sql(self, database: str | None, query: str) -> str:
+        plan = self.drill.plan
+        target = resolve_database(database, cnpg=plan.cnpg_clusters, mysql=[db.workload for db in plan.mysql])
+        try:
+            output = (self.drill.psql(target.name, query) if target.kind == "cnpg"
+                      else self.drill.mysql(target.name, query))
+        except DrillFailed as error:  # mysql() fails the drill; here it fails the check
+            raise CheckRunError("; ".join(error.problems)) from error
+        return single_value(output, query=query)
+
+    def http_status(self, url: str) -> int:
+        seconds = int(self.drill.ctx.timeout("command"))
+        try:
+            output = self.drill.ctx.kubectl(["-n", self.drill.ns, "exec", self.inspector(), "--",
+                                             *wget_status_command(url, seconds=seconds)], timeout=seconds + 15)
+        except CommandError as error:  # busybox wget exits 1 on a 4xx/5xx, having printed it
+            return parse_wget_status(error.output, url=url, returncode=error.returncode)
+        return parse_wget_status(output, url=url)
+
+    def file_size(self, claim: str, path: str) -> int | None:
+        if claim not in self.mounted:
+            raise CheckRunError(f"there is no PersistentVolumeClaim {claim} in {self.drill.ns} after the restore",
+                                remedy="name a claim of the app in file: CLAIM:PATH")
+        output = self.drill.ctx.kubectl(["-n", self.drill.ns, "exec", self.inspector(), "--",
+                                         *file_size_command(claim, path)])
+        return parse_file_size(output, claim=claim, path=path)
+
+    def inspector(self) -> str:
+        if self.pod is None:
+            raise CheckRunError(self.why or "no inspector pod to run the check from")
+        return self.pod
+
+
 class NamespaceDrill:
     def __init__(self, *, plan: AppPlan, ctx: PlatformContext, velero: Velero, flux: Flux, cnpg: CloudNativePG,
                  gitops: GitOpsDeployment, run_id: str, busybox_image: str,
                  warning_allow_list: Iterable[str] = DEFAULT_WARNING_ALLOW_LIST,
+                 checks: Sequence[Check] = (),
                  out: Callable[[str], None] = print) -> None:
         self.plan, self.ctx, self.velero, self.flux, self.cnpg, self.gitops = plan, ctx, velero, flux, cnpg, gitops
         self.run_id, self.busybox_image, self.out = run_id, busybox_image, out
         self.allow = list(warning_allow_list)
+        self.checks = tuple(checks)  # the drill config's apps.<app>.checks
         self.ns = plan.namespace
         self.record = DrillRecord(app=plan.app, namespace=plan.namespace)
         self.snapshot = Snapshot()
@@ -562,6 +623,7 @@ class NamespaceDrill:
         problems += self.volume_problems()
         problems += self.snapshot_problems()
         problems += self.table_problems()
+        problems += self.check_problems()
         self.fail(problems, remedy=f"`velero restore describe {self.record.restore} --details`; the evidence "
                                    "attached to this test")
 
@@ -577,7 +639,7 @@ class NamespaceDrill:
                                                claims=self.snapshot.pod_volume_claims)
         if not snapshots:
             return problems
-        access = repository_access(self.ctx, velero_namespace=self.velero.namespace, bsl_name=self.velero.bsl_name)
+        access = repository_access(self.ctx, velero_namespace=self.velero.namespace, bsl_name=self.snapshot_bsl())
         result = verify_against_snapshots(
             self.ctx, namespace=self.ns, snapshots=snapshots, bsl=access.bsl, password=access.password,
             credentials=access.credentials, image=self.ctx.images["kopia"],
@@ -587,6 +649,10 @@ class NamespaceDrill:
         self.record.notes += [f"written by the app after the restore: {w}" for w in result.written_by_app]
         self.record.notes += result.notes
         return [*problems, *result.problems]
+
+    def snapshot_bsl(self) -> str:
+        """The BackupStorageLocation whose Kopia repository holds the backup's snapshots."""
+        return self.velero.bsl_name
 
     def restore_started(self) -> float | None:
         """When Velero started the restore (epoch seconds): whatever is newer was written after it."""
@@ -713,6 +779,31 @@ class NamespaceDrill:
                             + (f" ({self.record.volumes_survived} volumes survived without a restore, which proves "
                                "nothing about the backup)" if self.record.volumes_survived else ""))
         return problems
+
+    def check_problems(self) -> list[str]:
+        """The drill config's own checks of the app, on the restored namespace: every result in the
+        record, the failed ones as problems. HTTP and file checks share one inspector pod, mounting
+        the claims the file checks name."""
+        if not self.checks:
+            return []
+        live = {str(c["metadata"]["name"]) for c in self.claims()}
+        mounted = tuple(claim for claim in claims_of(self.checks) if claim in live)
+        results: list[CheckResult] = []
+
+        def run(pod: str | None, why: str = "") -> None:
+            results[:] = run_checks(self.checks, RestoredAppChecks(self, pod=pod, mounted=mounted, why=why))
+
+        if all(isinstance(check, SqlCheck) for check in self.checks):
+            run(None)
+        else:
+            try:
+                self.with_inspector(mounted, run)
+            except (RestoreDrillError, ApiException) as error:
+                if results:  # the checks ran; removing the inspector failed
+                    raise
+                run(None, why=f"the inspector pod did not start: {error}")
+        self.record.checks = [result.facts() for result in results]
+        return check_failures(results)
 
     # ---- hand back to Flux -----------------------------------------------------------------
     def resume_and_adopt(self) -> None:
