@@ -68,6 +68,11 @@ class DrillConfig:
     sops_age_key: Path | None = None
     allow_skipped_drills: bool = False
     full_cluster_apps: frozenset[str] = frozenset()
+    production_credentials: Path | None = None
+    production_s3_url: str | None = None
+    production_backup: str = "latest"
+    production_window: timedelta = timedelta(days=30)
+    production_grace: timedelta = timedelta(hours=1)
     apps: Mapping[str, AppOverride] = field(default_factory=lambda: MappingProxyType({}))
     ignore: tuple[IgnoreEntry, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -133,6 +138,16 @@ SETTINGS: tuple[Setting, ...] = (
             _names, "linelist"),
     Setting("allow_skipped_drills", "accept a selected drill that is skipped (default: false, a skipped drill "
             "fails: it proved nothing)", _bool, "bool"),
+    Setting("production_credentials", "AWS-style credentials file (as Velero's Secret holds it) the production-backup "
+            "drill (-m production) reads production's object store with, through a ReadOnly location", Path),
+    Setting("production_s3_url", "the production store's S3 URL as the drill cluster reaches it (default: the "
+            "repo's s3Url)", str),
+    Setting("production_backup", "which production backup the drill restores: latest (default), random (within "
+            "production_window) or a Backup's name", str),
+    Setting("production_window", "how far back `random` picks a production backup, as a Go duration (default "
+            "720h)", _duration),
+    Setting("production_grace", "how much later than its Schedule's next run a production backup may be before "
+            "the drill fails it for its age (RPO), as a Go duration (default 1h)", _duration),
     Setting("sops_age_key", "age private key file the drill cluster's Flux decrypts the repo's SOPS secrets with; "
             "default: age.agekey at the GitOps repo's root if present", Path),
 )
@@ -193,6 +208,8 @@ def build_config(
         reports_dir=(base_dir / merged.get("reports_dir", Path("reports"))).resolve(),
     )
     scalars = {k: v for k, v in merged.items() if k not in ("gitops_repo", "drill_config", "reports_dir")}
+    if scalars.get("production_credentials") is not None:
+        scalars["production_credentials"] = (base_dir / scalars["production_credentials"]).resolve()
     if scalars.get("sops_age_key") is not None:
         scalars["sops_age_key"] = (base_dir / scalars["sops_age_key"]).resolve()
     elif (repo / "age.agekey").is_file():

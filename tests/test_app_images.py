@@ -15,6 +15,7 @@ import pytest
 
 import fixtures.drills as drills
 from restoredrill.catalogue import App, Catalogue
+from restoredrill.config import DrillConfig
 from restoredrill.drill.namespace import NamespaceDrill
 from restoredrill.drill.plan import plan_app
 from restoredrill.errors import ConfigError
@@ -92,8 +93,9 @@ def factory(catalogue: Catalogue, provider: FakeProvider) -> Callable[[App], Nam
     images = platform_image_set("local")
     loader = drills.app_image_loader(cast(Any, provider), catalogue, images, out=lambda line: None)
     inert = cast(Any, object())
+    config = DrillConfig(gitops_repo=PROJECT_ROOT, reports_dir=PROJECT_ROOT / "reports")
     return drills._factory(cast(Any, FakeGitOps()), inert, inert, inert, inert, catalogue, "run1", images, loader,
-                           made)
+                           made, config)
 
 
 # ---- only the drilled apps ---------------------------------------------------------------------

@@ -24,13 +24,15 @@ def test_a_repo_with_no_app_under_apps_path_fails_naming_the_folder(project: pyt
     result = project.runpytest_subprocess("suites/drills", "--gitops-repo", "repo", "--apps-path", "clusters/apps",
                                           "-rs", "-p", "no:cacheprovider")
     assert result.ret == 1
-    result.assert_outcomes(failed=2, skipped=2)
+    result.assert_outcomes(failed=2, skipped=3)
     result.stdout.fnmatch_lines([
         "*nothing was drilled: */repo/clusters/apps does not exist*",
         "*fix: pass --apps-path with the folder of */repo that holds <namespace>/<app>/ks.yaml*",
         # CNPG options B and C say they do not apply; they are no part of what was drilled.
         "*not applicable: no drilled app has a CNPG Cluster*",
     ])
+    # Without production credentials the production-backup drill does not apply either.
+    result.stdout.fnmatch_lines(["*not applicable: no --production-credentials given*"])
 
 
 def test_a_repo_without_stateful_apps_fails_saying_there_is_no_state(project: pytest.Pytester) -> None:
@@ -107,3 +109,13 @@ def test_summary_says_passed_with_runbook_steps_and_keeps_the_head_of_messages(p
     outcomes = {entry["app"]: entry["outcome"] for entry in summary["results"]}
     assert outcomes == {"immich": "passed-with-runbook-steps", "pelican": "passed"}
     assert summary["totals"] == {"passed-with-runbook-steps": 1, "passed": 1}
+
+
+def test_the_production_drill_selected_without_credentials_fails_naming_the_option(project: pytest.Pytester) -> None:
+    """`-m production` asks for production's backups: without the credentials it fails, it is not skipped."""
+    result = project.runpytest_subprocess("suites/drills", "-m", "production", "-k", "pelican", "-p",
+                                          "no:cacheprovider")
+    assert result.ret == 1
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*the production drill was selected (-m production) without credentials*",
+                                 "*fix: pass --production-credentials FILE*"])

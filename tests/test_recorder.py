@@ -34,6 +34,7 @@ from restoredrill.platform.recorder import (
     RecordedRequest,
     deletes,
     describe,
+    forwarded_writes,
     parse_requests,
     recorder_manifests,
     recorder_url,
@@ -161,11 +162,12 @@ def recorder_program(recorder_cache: Path) -> Path:
 class RecorderProcess:
     """The recorder running on 127.0.0.1, its stdout collected line by line."""
 
-    def __init__(self, binary: Path, *, upstream_url: str) -> None:
+    def __init__(self, binary: Path, *, upstream_url: str, shield: bool = False) -> None:
         self.lines: list[str] = []
         self.process = subprocess.Popen([str(binary)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                         env={**os.environ, "RECORDER_UPSTREAM": upstream_url,
-                                             "RECORDER_LISTEN": "127.0.0.1:0"})
+                                             "RECORDER_LISTEN": "127.0.0.1:0",
+                                             **({"RECORDER_SHIELD": "keep-writes"} if shield else {})})
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         listening = wait_until("the recorder to listen", self._listening, timeout=STEP, interval=0.1)
@@ -224,6 +226,15 @@ def send(recorder: RecorderProcess, method: str, target: str, *, body: bytes | N
         return response.status, response.read()
     finally:
         connection.close()
+
+
+@pytest.fixture
+def shield(recorder_program: Path, upstream: Upstream) -> Iterator[RecorderProcess]:
+    running = RecorderProcess(recorder_program, upstream_url=f"http://127.0.0.1:{upstream.port}", shield=True)
+    yield running
+    if running.process.poll() is None:
+        running.process.kill()
+        running.process.wait(timeout=STEP)
 
 
 # ---- the program --------------------------------------------------------------------------------
@@ -440,3 +451,36 @@ def test_manifests_and_url_take_a_name_and_port() -> None:
     assert deployment["spec"]["template"]["spec"]["containers"][0]["ports"] == [{"name": "s3",
                                                                                  "containerPort": 8080}]
     assert recorder_url("ns", name="recorder-b", port=8080) == "http://recorder-b.ns.svc.cluster.local:8080"
+
+
+# ---- the shield -------------------------------------------------------------------------------------
+@needs_go
+def test_the_shield_keeps_every_write_and_forwards_only_reads(shield: RecorderProcess, upstream: Upstream) -> None:
+    """Velero's restore uploads its log and results even into a ReadOnly location: the shield keeps
+    them, answers later reads of them itself, and the store sees none of it."""
+    key = "/velero/restores/r1/restore-r1-results.gz"
+    assert send(shield, "PUT", f"{key}?x-id=PutObject", body=b"results")[0] == 200
+    assert send(shield, "GET", f"{key}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature=abc") == (200, b"results")
+    assert send(shield, "HEAD", key)[0] == 200
+    assert send(shield, "GET", "/velero/backups/b1/velero-backup.json") == (200, b"object body")  # forwarded
+    assert send(shield, "DELETE", key)[0] == 204
+    status, body = send(shield, "POST", "/velero?delete", body=b"<Delete/>")
+    assert status == 403 and b"restoredrill shield" in body
+    assert send(shield, "PUT", f"{key}?partNumber=1&uploadId=u", body=b"part")[0] == 403
+    assert send(shield, "GET", key) == (200, b"object body")  # forgotten: the store's answer again
+    assert [(s.method, s.target) for s in upstream.seen] == [("GET", "/velero/backups/b1/velero-backup.json"),
+                                                              ("GET", key)]
+    requests = shield.requests(8)
+    assert forwarded_writes(requests) == []
+    assert [r.kept for r in requests] == [True, True, True, False, True, True, True, False]
+
+
+@needs_go
+def test_the_shield_decodes_an_aws_chunked_upload(shield: RecorderProcess, upstream: Upstream) -> None:
+    """A SigV4 streaming upload (aws-chunked, with a trailing checksum) is kept as its decoded bytes."""
+    chunked = b"5;chunk-signature=aa\r\nhello\r\n6\r\n world\r\n0\r\nx-amz-checksum-crc32:AAAAAA==\r\n\r\n"
+    headers = {"Content-Encoding": "aws-chunked", "X-Amz-Content-Sha256": "STREAMING-UNSIGNED-PAYLOAD-TRAILER",
+               "X-Amz-Decoded-Content-Length": "11"}
+    assert send(shield, "PUT", "/velero/restores/r1/log.gz", body=chunked, headers=headers)[0] == 200
+    assert send(shield, "GET", "/velero/restores/r1/log.gz") == (200, b"hello world")
+    assert upstream.seen == []

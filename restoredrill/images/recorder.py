@@ -35,6 +35,8 @@ RECORDER_MAIN_GO = """\
 package main
 
 import (
+	"crypto/md5"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,6 +68,7 @@ type requestRecord struct {
 	RemoteAddr   string  `json:"remote_addr"`
 	UserAgent    string  `json:"user_agent"`
 	Error        string  `json:"error,omitempty"`
+	Kept         bool    `json:"kept,omitempty"`
 }
 
 var stdout sync.Mutex
@@ -95,6 +98,7 @@ type recordingWriter struct {
 	status int
 	bytes  int64
 	err    string
+	kept   bool // answered by the shield, not forwarded
 }
 
 func (w *recordingWriter) WriteHeader(code int) {
@@ -129,6 +133,129 @@ func (b *countingBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// ---- the shield (RECORDER_SHIELD=keep-writes) ----------------------------------------------------
+// A client that must read a store it may never write (Velero restoring from a ReadOnly location
+// still uploads the restore's log and results into it) is given the shield: reads go on to the
+// store, writes never do. A PUT is kept in memory and answered as the store would; a GET or HEAD
+// of a kept object is answered from memory; a DELETE of one forgets it; anything else that writes
+// (multipart uploads, copies, POST, other methods) is refused with 403. Kept objects live as long
+// as the process.
+type keptObject struct {
+	body        []byte
+	contentType string
+	etag        string
+	modified    time.Time
+}
+
+type shield struct {
+	next    http.Handler
+	mu      sync.Mutex
+	objects map[string]*keptObject
+}
+
+func markKept(w http.ResponseWriter) {
+	if rec, ok := w.(*recordingWriter); ok {
+		rec.kept = true
+	}
+}
+
+func refuse(w http.ResponseWriter, why string) {
+	markKept(w)
+	w.Header().Set("Content-Type", "application/xml")
+	w.WriteHeader(http.StatusForbidden)
+	fmt.Fprintf(w, `<?xml version="1.0" encoding="UTF-8"?><Error><Code>AccessDenied</Code>`+
+		"<Message>restoredrill shield: %s</Message></Error>", why)
+}
+
+// decodeAWSChunked reads an aws-chunked body (SigV4 streaming uploads): "<hex size>[;ext]\\r\\n<data>\\r\\n"
+// chunks up to a zero-size one, then trailers.
+func decodeAWSChunked(body []byte) ([]byte, error) {
+	var out []byte
+	for {
+		end := strings.Index(string(body), "\\r\\n")
+		if end < 0 {
+			return nil, fmt.Errorf("aws-chunked body: no chunk header")
+		}
+		header := string(body[:end])
+		if semi := strings.IndexByte(header, ';'); semi >= 0 {
+			header = header[:semi]
+		}
+		var size int
+		if _, err := fmt.Sscanf(strings.TrimSpace(header), "%x", &size); err != nil {
+			return nil, fmt.Errorf("aws-chunked body: chunk size %q: %v", header, err)
+		}
+		body = body[end+2:]
+		if size == 0 {
+			return out, nil
+		}
+		if len(body) < size {
+			return nil, fmt.Errorf("aws-chunked body: chunk of %d bytes, %d left", size, len(body))
+		}
+		out = append(out, body[:size]...)
+		body = body[size:]
+		body = []byte(strings.TrimPrefix(string(body), "\\r\\n"))
+	}
+}
+
+func (s *shield) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	key := r.URL.Path
+	query := r.URL.Query()
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		s.mu.Lock()
+		object := s.objects[key]
+		s.mu.Unlock()
+		if object == nil { // a listing names the bucket, never a kept object's path
+			s.next.ServeHTTP(w, r)
+			return
+		}
+		markKept(w)
+		h := w.Header()
+		h.Set("Content-Type", object.contentType)
+		h.Set("ETag", object.etag)
+		h.Set("Last-Modified", object.modified.UTC().Format(http.TimeFormat))
+		h.Set("Content-Length", fmt.Sprint(len(object.body)))
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			w.Write(object.body)
+		}
+	case http.MethodPut:
+		if query.Has("uploadId") || query.Has("partNumber") || r.Header.Get("X-Amz-Copy-Source") != "" {
+			refuse(w, "multipart uploads and copies are not kept")
+			return
+		}
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
+			refuse(w, "the body could not be read: "+err.Error())
+			return
+		}
+		if strings.Contains(r.Header.Get("Content-Encoding"), "aws-chunked") ||
+			strings.HasPrefix(r.Header.Get("X-Amz-Content-Sha256"), "STREAMING-") {
+			if body, err = decodeAWSChunked(body); err != nil {
+				refuse(w, err.Error())
+				return
+			}
+		}
+		sum := md5.Sum(body)
+		object := &keptObject{body: body, contentType: r.Header.Get("Content-Type"),
+			etag: fmt.Sprintf("%q", hex.EncodeToString(sum[:])), modified: time.Now()}
+		s.mu.Lock()
+		s.objects[key] = object
+		s.mu.Unlock()
+		markKept(w)
+		w.Header().Set("ETag", object.etag)
+		w.WriteHeader(http.StatusOK)
+	case http.MethodDelete:
+		s.mu.Lock()
+		delete(s.objects, key)
+		s.mu.Unlock()
+		markKept(w)
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		refuse(w, r.Method+" is a write and is never forwarded")
+	}
+}
+
 func record(proxy http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		started := time.Now()
@@ -155,6 +282,7 @@ func record(proxy http.Handler) http.Handler {
 				RemoteAddr: r.RemoteAddr,
 				UserAgent:  r.UserAgent(),
 				Error:      rec.err,
+				Kept:       rec.kept,
 			}
 			if body != nil {
 				entry.RequestBytes = body.n.Load()
@@ -208,7 +336,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "s3-recorder:", err)
 		os.Exit(1)
 	}
-	emit(map[string]string{"event": "listening", "address": listener.Addr().String(), "upstream": upstream})
+	emit(map[string]string{"event": "listening", "address": listener.Addr().String(), "upstream": upstream,
+		"shield": os.Getenv("RECORDER_SHIELD")})
 	stop := make(chan os.Signal, 1)
 	signal.Notify(stop, syscall.SIGTERM, syscall.SIGINT)
 	go func() {
@@ -216,7 +345,17 @@ func main() {
 		emit(map[string]string{"event": "stopping", "signal": sig.String()})
 		os.Exit(0)
 	}()
-	server := &http.Server{Handler: record(proxy), ErrorLog: log.New(eventLog("server-error"), "", 0),
+	var handler http.Handler = proxy
+	mode := os.Getenv("RECORDER_SHIELD")
+	switch mode {
+	case "":
+	case "keep-writes":
+		handler = &shield{next: proxy, objects: map[string]*keptObject{}}
+	default:
+		fmt.Fprintf(os.Stderr, "s3-recorder: RECORDER_SHIELD=%q: the one mode is keep-writes\\n", mode)
+		os.Exit(2)
+	}
+	server := &http.Server{Handler: record(handler), ErrorLog: log.New(eventLog("server-error"), "", 0),
 		ReadHeaderTimeout: time.Minute}
 	err = server.Serve(listener)
 	fmt.Fprintln(os.Stderr, "s3-recorder:", err)

@@ -22,8 +22,8 @@ from urllib.parse import parse_qs
 
 from restoredrill.platform.base import Manifest, labels
 
-__all__ = ["READ_METHODS", "RecordedRequest", "deletes", "describe", "parse_requests", "recorder_manifests",
-           "recorder_url", "writes"]
+__all__ = ["READ_METHODS", "RecordedRequest", "deletes", "describe", "forwarded_writes", "parse_requests",
+           "recorder_manifests", "recorder_url", "writes"]
 
 RECORDER_NAME = "s3-recorder"
 RECORDER_PORT = 9000
@@ -49,6 +49,7 @@ class RecordedRequest:
     user_agent: str
     duration_ms: float = 0.0
     error: str = ""  # why the proxy failed it, if it did
+    kept: bool = False  # answered by the shield (RECORDER_SHIELD=keep-writes): never reached the store
 
     @property
     def is_write(self) -> bool:
@@ -83,9 +84,11 @@ def _request(record: dict[str, Any]) -> RecordedRequest:
         raise ValueError(f"wrong type of {', '.join(wrong)}")
     duration = record.get("duration_ms", 0.0)
     error = record.get("error", "")
-    if not isinstance(duration, int | float) or not isinstance(error, str):
-        raise ValueError("wrong type of duration_ms or error")
-    return RecordedRequest(**{name: record[name] for name in _FIELDS}, duration_ms=float(duration), error=error)
+    kept = record.get("kept", False)
+    if not isinstance(duration, int | float) or not isinstance(error, str) or not isinstance(kept, bool):
+        raise ValueError("wrong type of duration_ms, error or kept")
+    return RecordedRequest(**{name: record[name] for name in _FIELDS}, duration_ms=float(duration), error=error,
+                           kept=kept)
 
 
 def parse_requests(log_text: str) -> list[RecordedRequest]:
@@ -119,6 +122,11 @@ def writes(requests: Iterable[RecordedRequest]) -> list[RecordedRequest]:
     return [request for request in requests if request.is_write]
 
 
+def forwarded_writes(requests: Iterable[RecordedRequest]) -> list[RecordedRequest]:
+    """The writes a shield let through to the store: none, by construction; the log says so."""
+    return [request for request in requests if request.is_write and not request.kept]
+
+
 def deletes(requests: Iterable[RecordedRequest]) -> list[RecordedRequest]:
     """The writes that delete: DELETE, and POST ?delete (S3's multi-object delete)."""
     return [request for request in requests if request.is_delete]
@@ -146,8 +154,10 @@ def recorder_url(namespace: str, *, name: str = RECORDER_NAME, port: int = RECOR
 
 
 def recorder_manifests(*, namespace: str, upstream_url: str, image: str, name: str = RECORDER_NAME,
-                       port: int = RECORDER_PORT) -> list[Manifest]:
+                       port: int = RECORDER_PORT, shield: bool = False) -> list[Manifest]:
     """A one-replica Deployment of the recorder forwarding to `upstream_url`, and its Service.
+    `shield`: it also keeps every write (RECORDER_SHIELD=keep-writes): reads go on to the store,
+    writes are answered from memory and never forwarded (restoredrill.images.recorder).
 
     `image` is restoredrill.images.recorder.RECORDER_REFERENCE, loaded into the cluster first
     (`provider.load_images(build_recorder_image())`). The namespace must exist.
@@ -158,7 +168,8 @@ def recorder_manifests(*, namespace: str, upstream_url: str, image: str, name: s
         "image": image,
         "imagePullPolicy": "IfNotPresent",
         "env": [{"name": "RECORDER_UPSTREAM", "value": upstream_url},
-                {"name": "RECORDER_LISTEN", "value": f":{port}"}],
+                {"name": "RECORDER_LISTEN", "value": f":{port}"},
+                *([{"name": "RECORDER_SHIELD", "value": "keep-writes"}] if shield else [])],
         "ports": [{"name": "s3", "containerPort": port}],
         # A TCP probe, not an HTTP one: an HTTP probe would be forwarded to the store and logged.
         "readinessProbe": {"tcpSocket": {"port": port}, "periodSeconds": 2, "failureThreshold": 3},
