@@ -16,6 +16,7 @@ import pytest
 
 from restoredrill.catalogue import App, Catalogue
 from restoredrill.drill import data
+from restoredrill.drill.checks import parse_checks
 from restoredrill.drill.namespace import DrillFailed, NamespaceDrill
 from restoredrill.platform import ObjectStore, kopia
 from restoredrill.platform.velero import GROUP, VERSION
@@ -64,6 +65,25 @@ def test_clean_restore_verifies(restored: NamespaceDrill) -> None:
     restored.step("verify", restored.verify)
     assert restored.record.files_verified > 0 and restored.record.pod_volume_restores == 2
     assert restored.record.volumes_verified == 2
+
+
+def test_declared_checks_run_on_the_restored_app_and_a_failing_one_fails_the_drill(restored: NamespaceDrill) -> None:
+    """The drill config's own checks: a file in the restored volume and the app's Service answering
+    pass and are reported; a file the restore did not bring back fails the drill, naming the check."""
+    seeded = f"{CLAIM}:/{data.SEED_DIR}/small.txt"
+    passing = parse_checks([{"file": seeded, "min_bytes": 1, "name": "seed file restored"},
+                            {"http": f"http://pelican-panel.{restored.ns}.svc.cluster.local:80/", "status": 200}],
+                           source="test", app=APP)
+    restored.checks = passing
+    try:
+        restored.verify()
+        assert [(c["name"], c["passed"]) for c in restored.record.checks] == [
+            ("seed file restored", True), (f"http: http://pelican-panel.{restored.ns}.svc.cluster.local:80/", True)]
+        restored.checks = parse_checks([{"file": f"{CLAIM}:/{data.SEED_DIR}/never-written.txt",
+                                         "name": "uploads restored"}], source="test", app=APP)
+        expect_failure(restored.verify, "uploads restored", "never-written.txt")
+    finally:
+        restored.checks = ()
 
 
 def test_a_corrupted_pack_of_the_snapshot_fails_the_drill_naming_it(restored: NamespaceDrill,
