@@ -184,3 +184,22 @@ def test_the_drills_own_age_key_is_withheld_not_refused(tmp_path: Path) -> None:
                      "age.agekey": "AGE-SECRET-KEY-1QQQ\n"}, tracked=["."])
     publishable_tree(repo, tmp_path / "out", nfs=tmp_path / "nfs", withheld=[repo / "secrets/drill.key"])
     assert not (tmp_path / "out" / "secrets").exists() and not (tmp_path / "out" / "age.agekey").exists()
+
+
+def test_cnpg_backups_to_the_repos_real_destination_are_disarmed() -> None:
+    """A drill cluster must never archive WAL or take base backups into production's bucket."""
+    from restoredrill.drill.gitops import disarm_cnpg_backups
+
+    documents: list[Any] = [
+        {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "immich-postgres"},
+         "spec": {"instances": 1, "backup": {"barmanObjectStore": {"destinationPath": "s3://cnpg/"}},
+                  "plugins": [{"name": "barman-cloud.cloudnative-pg.io"}]}},
+        {"apiVersion": "postgresql.cnpg.io/v1", "kind": "ScheduledBackup", "metadata": {"name": "nightly"},
+         "spec": {"schedule": "0 0 3 * * *", "cluster": {"name": "immich-postgres"}}},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "other"}, "data": {"backup": "x"}},
+    ]
+    changed = disarm_cnpg_backups(documents)
+    assert documents[0]["spec"] == {"instances": 1}
+    assert documents[1]["spec"]["suspend"] is True and documents[2]["data"] == {"backup": "x"}
+    assert [c.split(":")[0] for c in changed] == ["CNPG Cluster immich-postgres", "CNPG ScheduledBackup nightly"]
+    assert disarm_cnpg_backups(documents) == []

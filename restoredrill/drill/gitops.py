@@ -127,6 +127,29 @@ def rewrite_cnpg_images(documents: list[Any], *, image: str) -> list[str]:
     return changed
 
 
+def disarm_cnpg_backups(documents: list[Any]) -> list[str]:
+    """A drill cluster must never write into the repo's real backup destinations: CNPG Clusters lose
+    `spec.backup` and `spec.plugins` (their WAL archive and base backups go to production's bucket,
+    and a PGDATA restored from production carries no empty-archive check), ScheduledBackups are
+    suspended (in place); what was changed."""
+    changed = []
+    for doc in documents:
+        if not (isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("postgresql.cnpg.io/")):
+            continue
+        spec = doc.setdefault("spec", {}) if isinstance(doc.get("spec", {}), dict) else {}
+        name = (doc.get("metadata") or {}).get("name")
+        if doc.get("kind") == "Cluster":
+            dropped = [key for key in ("backup", "plugins") if spec.pop(key, None) is not None]
+            if dropped:
+                changed.append(f"CNPG Cluster {name}: spec.{' and spec.'.join(dropped)} removed (they point at the "
+                               "repo's real backup destination, which a drill must never write to)")
+        elif doc.get("kind") == "ScheduledBackup" and spec.get("suspend") is not True:
+            spec["suspend"] = True
+            changed.append(f"CNPG ScheduledBackup {name}: suspended (a drill must never write to the repo's real "
+                           "backup destination)")
+    return changed
+
+
 # Content no file served to the cluster may hold: the git server answers every pod, unauthenticated.
 SECRET_KEY_MARKERS: tuple[tuple[str, str], ...] = (
     ("AGE-SECRET-KEY-1", "an age secret key"),
@@ -186,11 +209,12 @@ def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | N
     for path in iter_yaml_files(target):
         text = path.read_text()
         nfs_volume = "nfs:" in text and "PersistentVolume" in text
-        cnpg_cluster = cnpg_image is not None and "postgresql.cnpg.io/" in text and "Cluster" in text
-        if not (nfs_volume or cnpg_cluster) or "sops:" in text:
+        cnpg = "postgresql.cnpg.io/" in text
+        if not (nfs_volume or cnpg) or "sops:" in text:
             continue
         documents = list(yaml.safe_load_all(text))
         changed = rewrite_nfs_volumes(documents, root=nfs, source=str(path.relative_to(target)))
+        changed += disarm_cnpg_backups(documents)
         if cnpg_image is not None:
             changed += rewrite_cnpg_images(documents, image=cnpg_image)
         if changed:
