@@ -104,10 +104,9 @@ def server_deployment(images: Mapping[str, str], *, namespace: str = NAMESPACE,
                       default_volumes_to_fs_backup: bool = True) -> Manifest:
     args = ["server", "--uploader-type=kopia", "--log-level=info",
             # Re-check the object store often: an outage shows on the BSL within about 20 s.
-            "--store-validation-frequency=10s",
-            # List the locations' backups every 10 s (upstream: 1 min): a rebuilt cluster, or the
-            # production drill's ReadOnly location, sees its backups that much sooner. Reads only.
-            "--backup-sync-period=10s"]
+            "--store-validation-frequency=10s"]
+    # Not --backup-sync-period: below a minute it changes nothing (backup_sync_controller.go enqueues
+    # every backupSyncReconcilePeriod, one minute, and the period only filters).
     if default_volumes_to_fs_backup:
         args.append("--default-volumes-to-fs-backup")
     pod_labels = labels("velero", component="velero", deploy="velero")
