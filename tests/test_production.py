@@ -4,6 +4,7 @@ whether it is fresh enough, and whether the drill can open its database."""
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from restoredrill.catalogue import Catalogue
 from restoredrill.drill.production import (
     PRODUCTION_BSL,
+    disarming_modifiers,
     pick_backup,
     postgres_major_problem,
     production_location,
@@ -130,3 +132,29 @@ def test_postgres_data_needs_a_server_of_its_major() -> None:
     assert postgres_major_problem(cluster="c", repo_image="ghcr.io/cloudnative-pg/postgresql:15.8",
                                   drill_image="restoredrill.local/postgresql:15") is None
     assert postgres_major_problem(cluster="c", repo_image=None, drill_image="x:15") is None
+
+
+def test_the_location_is_read_path_style_through_the_shield_and_never_by_public_url(
+        example_catalogue: Catalogue) -> None:
+    location = production_location(example_catalogue, schedule_template={})
+    location = replace(location, config={**location.config, "publicUrl": "http://public:8333",
+                                         "s3ForcePathStyle": "false"})
+    config = location.manifest(namespace="velero", s3_url="http://shield:9000")["spec"]["config"]
+    assert config["s3Url"] == "http://shield:9000" and config["s3ForcePathStyle"] == "true"
+    assert "publicUrl" not in config
+
+
+@pytest.mark.parametrize("url", ["https://s3.example.com", "http://s3.eu-west-1.amazonaws.com"])
+def test_a_store_the_shield_cannot_forward_to_is_an_error_up_front(example_catalogue: Catalogue, url: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        production_location(example_catalogue, schedule_template={}, s3_url=url)
+    assert url in str(caught.value) and "--production-s3-url" in str(caught.value)
+
+
+def test_restored_objects_are_disarmed_against_writing_to_production() -> None:
+    rules = disarming_modifiers("immich")["resourceModifierRules"]
+    by_resource = {r["conditions"]["groupResource"]: r["mergePatches"][0]["patchData"] for r in rules}
+    assert by_resource["clusters.postgresql.cnpg.io"] == '{"spec": {"backup": null, "plugins": null}}'
+    assert by_resource["scheduledbackups.postgresql.cnpg.io"] == '{"spec": {"suspend": true}}'
+    assert by_resource["cronjobs.batch"] == '{"spec": {"suspend": true}}'
+    assert all(r["conditions"]["namespaces"] == ["immich"] for r in rules)

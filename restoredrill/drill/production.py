@@ -41,8 +41,16 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from restoredrill.catalogue import Catalogue, StorageLocation, dig
-from restoredrill.drill.mapped import NOT_COMPARED_KINDS, NOT_COMPARED_NAMES, missing_objects
+from restoredrill.drill.mapped import (
+    ISOLATION_POLICY,
+    NOT_COMPARED_KINDS,
+    NOT_COMPARED_NAMES,
+    isolation_policy,
+    missing_objects,
+)
 from restoredrill.drill.namespace import DrillFailed, NamespaceDrill
 from restoredrill.errors import ConfigError, RestoreDrillError
 from restoredrill.gosyntax import (
@@ -55,14 +63,15 @@ from restoredrill.gosyntax import (
 from restoredrill.platform import kopia
 from restoredrill.platform.base import Manifest, labels
 from restoredrill.platform.recorder import (
-    RecordedRequest,
     forwarded_writes,
     parse_requests,
     recorder_manifests,
     recorder_url,
 )
 from restoredrill.platform.velero import GROUP, VERSION, velero_label_value
+from restoredrill.podvolumes import compare_pod_volumes
 from restoredrill.velero_semantics import default_storage_location
+from restoredrill.verify import fs_backup_volumes
 from restoredrill.waits import wait_until
 
 PRODUCTION_BSL = "restoredrill-production"
@@ -93,7 +102,10 @@ class ProductionLocation:
     def manifest(self, *, namespace: str, s3_url: str | None = None) -> Manifest:
         """The drill cluster's ReadOnly location for it (`s3_url`: reached through the shield)."""
         storage = {"bucket": self.bucket, **({"prefix": self.prefix} if self.prefix else {})}
-        config = {**self.config, **({"s3Url": s3_url} if s3_url else {})}
+        # Path style always: the shield's name is the host, never `<bucket>.<host>`. No publicUrl:
+        # Velero signs download URLs with it, which would bypass the shield (plugin object_store.go).
+        config = {**{k: v for k, v in self.config.items() if k != "publicUrl"},
+                  **({"s3Url": s3_url} if s3_url else {}), "s3ForcePathStyle": "true"}
         return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "BackupStorageLocation",
                 "metadata": {"name": PRODUCTION_BSL, "namespace": namespace, "labels": labels("production")},
                 "spec": {"provider": self.provider, "accessMode": "ReadOnly", "objectStorage": storage,
@@ -144,6 +156,12 @@ def _read_location(location: StorageLocation, *, s3_url: str | None) -> Producti
     if "${" in url or not url:
         raise ConfigError(f"{where}: config.s3Url is {url or 'not set'}", remedy="pass --production-s3-url URL: "
                           "the production store's S3 URL as the drill cluster can reach it")
+    if not url.startswith("http://") or "amazonaws.com" in url:
+        raise ConfigError(f"production's S3 URL {url} ({'--production-s3-url' if s3_url else where + ': config.s3Url'})"
+                          " is not a plain http endpoint: the drill reads production only through its write shield, "
+                          "which forwards plain http, path-style, to a store that accepts the client's Host",
+                          remedy="pass --production-s3-url with the store's http:// endpoint as the drill cluster "
+                                 "reaches it (SeaweedFS's and MinIO's S3 gateways serve one)")
     return ProductionLocation(name=location.name, provider=str(body.get("provider") or "aws"), bucket=bucket,
                               prefix=prefix, config=config, source=where)
 
@@ -270,6 +288,22 @@ def postgres_major_problem(*, cluster: str, repo_image: str | None, drill_image:
             "and the drill does not rewrite the major")
 
 
+def disarming_modifiers(namespace: str) -> dict[str, Any]:
+    """Velero resource modifier rules (v1, JSON merge patches: an absent key is no error) that keep
+    restored objects from writing to production's backup destinations: CNPG Clusters without
+    spec.backup and spec.plugins (WAL archiving and base backups into production's bucket; a PGDATA
+    restored from production has no empty-archive check), ScheduledBackups and CronJobs suspended."""
+    rules: list[dict[str, Any]] = [
+        {"conditions": {"groupResource": "clusters.postgresql.cnpg.io", "namespaces": [namespace]},
+         "mergePatches": [{"patchData": json.dumps({"spec": {"backup": None, "plugins": None}})}]},
+        {"conditions": {"groupResource": "scheduledbackups.postgresql.cnpg.io", "namespaces": [namespace]},
+         "mergePatches": [{"patchData": json.dumps({"spec": {"suspend": True}})}]},
+        {"conditions": {"groupResource": "cronjobs.batch", "namespaces": [namespace]},
+         "mergePatches": [{"patchData": json.dumps({"spec": {"suspend": True}})}]},
+    ]
+    return {"version": "v1", "resourceModifierRules": rules}
+
+
 # ---- the drill -----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class ProductionSettings:
@@ -284,6 +318,9 @@ class ProductionSettings:
 class ProductionDrill(NamespaceDrill):
     """A NamespaceDrill whose backup is production's: no deploy, seed or backup of its own."""
 
+    drift_fails = False  # last night's objects may differ from Git at HEAD: reported, not failed
+    coverage: list[str]
+
     settings: ProductionSettings
     rpo_problems: list[str]
     synced_names: list[str]
@@ -295,6 +332,7 @@ class ProductionDrill(NamespaceDrill):
         self.settings = settings
         self.rpo_problems = []
         self.synced_names = []
+        self.coverage = []
         self.record.scenario = "production-restore"
         self.record.standins += [
             f"BackupStorageLocation {self.velero.namespace}/{PRODUCTION_BSL}: production's location "
@@ -320,14 +358,23 @@ class ProductionDrill(NamespaceDrill):
                                             "that production's Schedule runs and its backups complete")
         return self.record
 
-    def shield_requests(self) -> list[RecordedRequest]:
-        log = self.ctx.kubectl(["-n", self.velero.namespace, "logs", f"deploy/{SHIELD}", "--tail=-1"])
-        return parse_requests(log)
+    def evidence(self) -> dict[str, str]:
+        found = super().evidence()
+        try:
+            found["write shield log"] = self.ctx.kubectl(["-n", self.velero.namespace, "logs", f"deploy/{SHIELD}",
+                                                          "--tail=2000"])
+        except Exception as error:  # evidence is best effort
+            found["write shield log"] = f"(could not collect: {error})"
+        return found
 
     def check_shield(self) -> None:
         """What the shield saw: every write kept in the drill cluster (none forwarded), and reads of
         production, which prove the data came from it."""
-        requests = self.shield_requests()
+        log = self.ctx.kubectl(["-n", self.velero.namespace, "logs", f"deploy/{SHIELD}", "--tail=-1"])
+        requests = parse_requests(log)
+        pods = self.ctx.core.list_namespaced_pod(self.velero.namespace,
+                                                 label_selector=f"app.kubernetes.io/name={SHIELD}").items
+        restarts = [c.restart_count for p in pods for c in (p.status and p.status.container_statuses) or []]
         kept = [r for r in requests if r.kept and r.is_write]
         where = sorted({r.path.rsplit("/", 1)[0] + "/" for r in kept})
         self.record.notes.append(f"write shield: {len(requests)} requests to production's store, {len(kept)} writes "
@@ -335,7 +382,11 @@ class ProductionDrill(NamespaceDrill):
                                  f"{len(forwarded_writes(requests))} forwarded")
         problems = [f"the write shield forwarded a write to production: {r.summary()}"
                     for r in forwarded_writes(requests)]
-        if not any(r.method == "GET" and not r.kept for r in requests):
+        if restarts != [0]:
+            problems.append(f"the write shield restarted ({restarts}): what it kept and what its log said are lost")
+        if '"shield":"keep-writes"' not in log.split("\n", 1)[0]:
+            problems.append("the write shield's log does not start in keep-writes mode")
+        if not any(r.method == "GET" and not r.kept and 200 <= r.status < 300 for r in requests):
             problems.append("no read reached production's store through the shield: the restore did not come "
                             "from production")
         self.fail(problems, remedy="this is a restoredrill defect: report it with the shield's log")
@@ -381,19 +432,22 @@ class ProductionDrill(NamespaceDrill):
         """Velero's backup sync brought the Schedule's backups in, each Completed one with its
         PodVolumeBackups (the sync creates those after the Backup)."""
         def synced() -> tuple[list[Mapping[str, Any]] | None, str]:
+            # A whole sync pass after the location was made (it writes lastSyncedTime at its end, after
+            # every Backup and its PodVolumeBackups: backup_sync_controller.go).
+            bsl = self.ctx.get_object(GROUP, VERSION, "backupstoragelocations", self.velero.namespace,
+                                      PRODUCTION_BSL) or {}
+            made = parse_time((bsl.get("metadata") or {}).get("creationTimestamp"))
+            last = parse_time((bsl.get("status") or {}).get("lastSyncedTime"))
+            if made is None or last is None or last < made:
+                return None, f"last synced {last or 'never'}"
             backups = schedule_backups(self.ctx.list_objects(GROUP, VERSION, "backups", self.velero.namespace),
                                        schedule=self.schedule_name())
-            if not backups:
-                return None, "no backup of the Schedule yet"
-            newest = backups[0]
-            volumes = self.velero.pod_volume_backups(str(newest["metadata"]["name"]))
-            return (backups if volumes or _phase(newest) != "Completed" else None), \
-                f"{len(backups)} backups; newest {_describe(newest)} with {len(volumes)} PodVolumeBackups"
+            return backups, f"{len(backups)} backups of the Schedule"
 
-        self.synced = wait_until(f"backups of Schedule {self.schedule_name()} to sync from production", synced,
+        self.synced = wait_until(f"a backup sync of production's location {PRODUCTION_BSL}", synced,
                                  timeout=self.ctx.timeout("backup"), interval=2.0,
-                                 remedy="`velero backup get` in the drill cluster; Velero syncs a location's "
-                                        "backups every --backup-sync-period")
+                                 remedy="`velero backup-location get`; Velero syncs a location's backups about "
+                                        "once a minute")
         self.synced_names = [str(b["metadata"]["name"]) for b in self.synced]
 
     def pick(self) -> None:
@@ -405,13 +459,20 @@ class ProductionDrill(NamespaceDrill):
         self.record.backup_completed_at = str((backup.get("status") or {}).get("completionTimestamp", ""))
         finished = _finished(backup)
         self.record.backup_age_s = round((now - finished).total_seconds(), 1)
-        volumes = self.velero.pod_volume_backups(name)
+        # The app's namespace only: a Schedule may back up several, the restore takes this one.
+        volumes = [v for v in self.velero.pod_volume_backups(name) if v.pod_namespace == self.ns]
         self.record.pod_volume_backups = len(volumes)
         self.snapshot.pod_volumes = sorted((v.pod, v.volume) for v in volumes)
-        problem = rpo_problem(backup, schedule=self.plan.schedule, now=now, grace=self.settings.grace)
+        # RPO is about production, not the pick: the newest Completed backup of the Schedule.
+        newest = next((b for b in schedule_backups(self.synced, schedule=self.schedule_name())
+                       if _phase(b) == "Completed"), None)
+        problem = rpo_problem(newest, schedule=self.plan.schedule, now=now, grace=self.settings.grace) \
+            if newest is not None else None
         if problem:
             self.rpo_problems.append(problem)
         self.record.notes.append(f"drilled production backup {_describe(backup)}, chosen as {self.settings.choice}")
+        if self.ctx.cluster.provider != "local":
+            return  # elsewhere the restored Cluster runs production's own image
         drill_image = str(self.ctx.images.get("postgresql", ""))
         self.fail([p for cluster in self.plan.cnpg_clusters
                    if (p := postgres_major_problem(cluster=cluster, repo_image=self.cnpg_image(cluster),
@@ -434,6 +495,22 @@ class ProductionDrill(NamespaceDrill):
         must not apply anything before the restore brought the data back (the runbook's order)."""
         self.gitops.create_namespace(self.ns, kustomizations=self.plan.kustomization_names)
         self.created_namespace = True
+        # Production's restored workloads must not reach production either: their egress is confined
+        # to the namespace, DNS and the API server, and what would write to production's backup
+        # destinations is disarmed as it is restored (the repo's copy is disarmed when published).
+        endpoints = self.ctx.core.read_namespaced_endpoints("kubernetes", "default")
+        ips = [address.ip for subset in endpoints.subsets or [] for address in subset.addresses or []]
+        self.ctx.apply([isolation_policy(self.ns, api_server_ips=ips),
+                        {"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": self.modifier_name, "namespace": self.velero.namespace,
+                                      "labels": labels("production")},
+                         "data": {"rules.yaml": yaml.safe_dump(disarming_modifiers(self.ns), sort_keys=False)}}])
+        self.record.standins += [
+            f"NetworkPolicy {self.ns}/{ISOLATION_POLICY}: the restored pods may reach only each other, cluster DNS "
+            "and the API server (enforced where the CNI enforces NetworkPolicy)",
+            f"resource modifier {self.velero.namespace}/{self.modifier_name}: restored CNPG Clusters lose "
+            "spec.backup and spec.plugins, CNPG ScheduledBackups and CronJobs come back suspended: none may write "
+            "to production's backup destinations"]
         bodies = []
         for kustomization in self.plan.kustomizations:
             body = {k: v for k, v in kustomization.items() if k != "status"}
@@ -441,6 +518,16 @@ class ProductionDrill(NamespaceDrill):
             bodies.append(body)
         self.gitops.satisfy_dependencies(bodies)
         self.ctx.apply(bodies)
+
+    @property
+    def modifier_name(self) -> str:
+        return f"restoredrill-{self.run_id}-{self.tag}-production"[:63]
+
+    def restore_modifier(self) -> str | None:
+        return self.modifier_name
+
+    def restore_bsl(self) -> Mapping[str, Any] | None:
+        return self.ctx.get_object(GROUP, VERSION, "backupstoragelocations", self.velero.namespace, PRODUCTION_BSL)
 
     def restore(self) -> None:
         super().restore()
@@ -451,6 +538,25 @@ class ProductionDrill(NamespaceDrill):
             for pod in pods for volume in (pod.get("spec") or {}).get("volumes") or []
             if volume.get("persistentVolumeClaim")}
         self.snapshot.objects = self.flux_managed_objects()
+        self.coverage = self.coverage_problems(pods)
+
+    def coverage_problems(self, pods: Sequence[Mapping[str, Any]]) -> list[str]:
+        """What the backup should hold and does not: a pod volume fs-backup should have copied with no
+        PodVolumeBackup (opted out, the pod not Running at backup time, a hostPath PV), a claim of the
+        app no PodVolumeBackup holds; and no object Flux managed, so adoption would prove nothing."""
+        expected = sorted((f"{self.ns}/{pod['metadata']['name']}", volume) for pod in pods
+                          for volume in fs_backup_volumes(pod, default_volumes_to_fs_backup=self.fs_backup_default()))
+        records = [v for v in self.velero.pod_volume_backups(self.record.backup) if v.pod_namespace == self.ns]
+        problems = [p for p in compare_pod_volumes(operation="backup", expected=expected, records=records)
+                    if not p.startswith("unexpected ")]
+        held = {self.snapshot.pod_volume_claims.get((r.pod, r.volume)) for r in records}
+        files, _ = self.claim_groups()
+        problems += [f"PersistentVolumeClaim {self.ns}/{claim} is in no PodVolumeBackup of {self.record.backup}: it "
+                     "was restored empty" for claim in files if claim not in held]
+        if not self.snapshot.objects:
+            problems.append(f"no restored object of {self.ns} carries Flux's {FLUX_NAME_LABEL} label: production's "
+                            "Flux did not manage them, so adoption would prove nothing")
+        return problems
 
     def flux_managed_objects(self) -> list[tuple[str, str, str, str]]:
         """The restored objects production's Flux managed (its kustomize-controller label): those Flux
@@ -477,7 +583,8 @@ class ProductionDrill(NamespaceDrill):
         return PRODUCTION_BSL
 
     def object_problems(self) -> list[str]:
-        """Every object of the backup present after the restore (production's own resource list)."""
+        """Every object of the backup present after the restore (production's own resource list), and
+        everything the backup should hold (`coverage_problems`)."""
         resources = json.loads(self.velero.download("BackupResourceList", self.record.backup,
                                                     fetch=self.fetch_in_cluster) or b"{}")
 
@@ -485,7 +592,7 @@ class ProductionDrill(NamespaceDrill):
             group, _, version = api_version.rpartition("/")
             return self.read_object(version, group, kind, name) is not None
 
-        return missing_objects(resources, source=self.ns, present=present)
+        return [*self.coverage, *missing_objects(resources, source=self.ns, present=present)]
 
     def snapshot_problems(self) -> list[str]:
         problems = super().snapshot_problems()
@@ -516,6 +623,12 @@ def forget_production(drill: ProductionDrill) -> list[str]:
         ("synced Backups", lambda: drill.ctx.custom.delete_collection_namespaced_custom_object(
             GROUP, VERSION, namespace, "backups", label_selector=location)),
         (f"Secret {PRODUCTION_SECRET}", lambda: drill.ctx.core.delete_namespaced_secret(PRODUCTION_SECRET, namespace)),
+        ("its Kopia BackupRepositories", lambda: [drill.ctx.custom.delete_namespaced_custom_object(
+            GROUP, VERSION, namespace, "backuprepositories", str(r["metadata"]["name"]))
+            for r in drill.ctx.list_objects(GROUP, VERSION, "backuprepositories", namespace)
+            if (r.get("spec") or {}).get("backupStorageLocation") == PRODUCTION_BSL]),
+        (f"ConfigMap {drill.modifier_name}", lambda: drill.ctx.core.delete_namespaced_config_map(
+            drill.modifier_name, namespace)),
         (f"write shield {SHIELD}", lambda: drill.ctx.delete(recorder_manifests(
             namespace=namespace, upstream_url=drill.settings.location.url, image=drill.settings.shield_image,
             name=SHIELD, shield=True), wait=True)),
