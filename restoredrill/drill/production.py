@@ -44,6 +44,7 @@ from typing import Any
 import yaml
 
 from restoredrill.catalogue import Catalogue, StorageLocation, dig
+from restoredrill.drill import data
 from restoredrill.drill.mapped import (
     ISOLATION_POLICY,
     NOT_COMPARED_KINDS,
@@ -500,7 +501,11 @@ class ProductionDrill(NamespaceDrill):
         # destinations is disarmed as it is restored (the repo's copy is disarmed when published).
         endpoints = self.ctx.core.read_namespaced_endpoints("kubernetes", "default")
         ips = [address.ip for subset in endpoints.subsets or [] for address in subset.addresses or []]
-        self.ctx.apply([isolation_policy(self.ns, api_server_ips=ips),
+        policy = isolation_policy(self.ns, api_server_ips=ips)
+        # The drill's own pods (inspector, snapshot verifier) read production through the shield.
+        policy["spec"]["podSelector"] = {"matchExpressions": [
+            {"key": key, "operator": "DoesNotExist"} for key in sorted({data.INSPECTOR_LABEL, kopia.VERIFIER_LABEL})]}
+        self.ctx.apply([policy,
                         {"apiVersion": "v1", "kind": "ConfigMap",
                          "metadata": {"name": self.modifier_name, "namespace": self.velero.namespace,
                                       "labels": labels("production")},
