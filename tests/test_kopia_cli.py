@@ -247,6 +247,7 @@ def test_a_missing_pack_fails_naming_it(copy: Backup) -> None:
     pack = largest_pack(copy.repository)
     pack.unlink()
     result, _ = check(copy)
+    assert len(result.problems) == 1, result.problems
     (problem,) = result.problems
     blob = "".join(pack.relative_to(copy.repository).parts).removesuffix(".f")
     assert f"pack object {copy.repository}/{blob}" in problem and "is missing" in problem

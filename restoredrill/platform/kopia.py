@@ -315,6 +315,7 @@ class KopiaFailure:
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_SUMMARY = re.compile(r"encountered \d+ errors?")
 _BLOB = r"([pqxsn][0-9a-f]{16,}(?:-s[0-9a-f]+)?(?:-c\d+)?)"
 _CORRUPT = re.compile(r"invalid checksum at " + _BLOB)
 _MISSING = re.compile(r"backed by missing blob " + _BLOB)
@@ -338,11 +339,15 @@ def classify_kopia_output(output: str) -> list[KopiaFailure]:
     happens and once in its summary, merged)."""
     failures: list[KopiaFailure] = []
     seen: set[tuple[str, str | None]] = set()
+    summary = None
     for raw in output.splitlines():
         line = _ANSI.sub("", raw).strip()
         if not line.startswith("ERROR"):
             continue
         line = line.removeprefix("ERROR").strip()
+        if _SUMMARY.fullmatch(line):  # kopia's count of the errors it printed: they are each named
+            summary = line
+            continue
         failure = _classify_line(line)
         key = _same(failure)
         if key in seen:
@@ -351,6 +356,8 @@ def classify_kopia_output(output: str) -> list[KopiaFailure]:
             continue
         seen.add(key)
         failures.append(failure)
+    if summary is not None and not failures:
+        failures.append(KopiaFailure("other", summary))
     return failures
 
 
