@@ -132,3 +132,11 @@ def test_a_drill_that_did_runbook_steps_warns_and_is_no_plain_pass() -> None:
 def test_a_volume_that_survived_without_a_restore_is_not_counted_as_restored() -> None:
     facts = DrillRecord(app="immich", namespace="immich", volumes_survived=1).facts()
     assert facts["volumes_verified"] == 0 and facts["volumes_survived"] == 1
+
+
+def test_schedule_hooks_that_run_nowhere_make_the_backup_inconsistent() -> None:
+    """A relabelled database: the Schedule's hooks select no pod, Velero runs none and says nothing."""
+    problems = drill_with({"hooks": HOOKS}).hook_problems({}, [APP])
+    assert len(problems) == 2 and "selects no running pod" in problems[0]
+    assert "declares 2 backup hooks, none of which runs" in problems[1] and "attempted 0" in problems[1]
+    assert "not consistent" in problems[1]

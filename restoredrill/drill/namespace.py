@@ -504,7 +504,14 @@ class NamespaceDrill:
                     if (r.get("pre") or r.get("post")) and not any(hook_selects_pod(r, p) for p in pods)]
         if not runs and not resources:
             return problems
-        if attempted != len(runs):
+        declared = sum(1 for r in resources for phase in ("pre", "post") for hook in r.get(phase) or []
+                       if isinstance(hook, dict) and hook.get("exec"))
+        if not runs and declared:
+            problems.append(f"the Schedule declares {declared} backup hooks, none of which runs in a pod of the "
+                            f"backup, and the Backup attempted {attempted}: the database was not frozen for the copy, "
+                            "so the backup is not consistent (do the hooks' labelSelector and container match the "
+                            "database pod?)")
+        elif attempted != len(runs):
             problems.append(f"{len(runs)} backup hook runs were due ({describe_hook_runs(runs) or 'none'}) and the "
                             f"Backup attempted {attempted}: the database was not frozen for the copy, so the backup is "
                             "not consistent (do the hooks' labelSelector and container match the database pod?)")
@@ -629,7 +636,10 @@ class NamespaceDrill:
         records = self.velero.pod_volume_restores(self.record.restore)
         self.record.pod_volume_restores = len(records)
         problems += compare_pod_volumes(operation="restore", expected=self.snapshot.pod_volumes, records=records)
-        problems += compare_restored_bytes(backups=self.velero.pod_volume_backups(self.record.backup), restores=records)
+        short, differ = compare_restored_bytes(backups=self.velero.pod_volume_backups(self.record.backup),
+                                               restores=records)
+        problems += short
+        self.record.notes += differ
         problems += self.restore_result_problems()
         problems += self.object_problems()
         problems += self.volume_problems()
