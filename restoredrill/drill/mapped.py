@@ -129,7 +129,7 @@ def isolation_policy(namespace: str, *, api_server_ips: Iterable[str]) -> dict[s
 def volume_restore_problems(backups: Sequence[PodVolumeRecord], restores: Sequence[PodVolumeRecord], *,
                             source: str, copy: str) -> list[str]:
     """One Completed PodVolumeRestore per PodVolumeBackup (matched by pod name and volume, the pod
-    now in the copy), restoring as many bytes as were backed up (podvolumes.compare_restored_bytes)."""
+    now in the copy), none restored empty from a backup that copied bytes (podvolumes.compare_restored_bytes)."""
     restored = {(r.pod_name, r.volume): r for r in restores}
     problems = []
     for backup in backups:
@@ -140,7 +140,7 @@ def volume_restore_problems(backups: Sequence[PodVolumeRecord], restores: Sequen
                             "under a namespace mapping is velero issue 9433 for CNPG)")
         elif match.phase != "Completed":
             problems.append(f"{where}: PodVolumeRestore {match.name} is {match.phase}: {match.message}")
-    problems += compare_restored_bytes(backups=backups, restores=restores)
+    problems += compare_restored_bytes(backups=backups, restores=restores)[0]
     problems += [f"PodVolumeRestore {r.name} ({pod}:{volume}) has no PodVolumeBackup"
                  for (pod, volume), r in restored.items()]
     return problems
