@@ -257,14 +257,15 @@ def test_zz_down_leaves_nothing_and_a_second_cluster_comes_up(cluster_provider: 
     assert independent_leftovers(root, cluster_provider.config.bridge), "the check sees nothing while up"
 
     cluster_provider.down(keep=[kept])
-
-    assert cluster_provider.leftovers() == []
-    assert not cluster_provider.layout.ledger.exists(), "every recorded host resource was removed"
-    assert independent_leftovers(root, cluster_provider.config.bridge) == []
-    assert (kept / "object-store.bin").read_bytes() == b"survives the cluster"
-    assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["kept-data"]
-
-    handle = cluster_provider.up()  # the second cluster on the same host, next to the kept data
+    try:
+        assert cluster_provider.leftovers() == []
+        assert not cluster_provider.layout.ledger.exists(), "every recorded host resource was removed"
+        assert independent_leftovers(root, cluster_provider.config.bridge) == []
+        assert (kept / "object-store.bin").read_bytes() == b"survives the cluster"
+        assert sorted(p.name for p in root.iterdir() if not p.name.startswith(".")) == ["kept-data"]
+    finally:
+        # The session's other tests use this cluster: it comes back up even when a check above fails.
+        handle = cluster_provider.up()  # the second cluster on the same host, next to the kept data
     assert handle.kubeconfig.exists()
     nodes = json.loads(run_kubectl(["get", "nodes", "-o", "json"], kubeconfig=handle.kubeconfig,
                                    context=handle.context, timeout=60, kubectl=_kubectl_binary()))["items"]

@@ -147,7 +147,14 @@ class Footprint:
                 shim_id = _flag(argv, "-id")
                 if shim_id:
                     shims.append((shim_id, _flag(argv, "-namespace") or CRI_NAMESPACE))
-        return shims
+        # And every task our containerd keeps state for (<state>/io.containerd.runtime.v2.task/<ns>/<id>):
+        # a shim started after the last look and killed by `down` is no process any more, but its
+        # socket is still there and its bundle names it (our containerd's own state: only ours).
+        tasks = self.layout.containerd / "state" / "io.containerd.runtime.v2.task"
+        if tasks.is_dir():
+            for namespace in sorted(d for d in tasks.iterdir() if d.is_dir()):
+                shims += [(task.name, namespace.name) for task in sorted(namespace.iterdir()) if task.is_dir()]
+        return list(dict.fromkeys(shims))
 
     def _our_cni_cache(self, shims: list[tuple[str, str]]) -> list[Path]:
         """containerd's CNI result cache entries of our pods: NETWORK-SANDBOX-IFNAME for our network,
