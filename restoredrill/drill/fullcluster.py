@@ -95,13 +95,7 @@ def wait_for_synced_backups(drill: NamespaceDrill, backups: Mapping[str, int], *
 
 def restore_app(drill: NamespaceDrill, out: Callable[[str], None] = print) -> None:
     """Suspend (create suspended), restore, verify, resume: the runbook's step 4 for one app."""
-    bodies = []
-    for kustomization in drill.plan.kustomizations:
-        body = {k: v for k, v in kustomization.items() if k != "status"}
-        body["spec"] = {**body.get("spec", {}), "suspend": True}
-        bodies.append(body)
-    drill.gitops.satisfy_dependencies(bodies)
-    drill.ctx.apply(bodies)
+    drill.gitops.apply_suspended(drill.plan.kustomizations)
     drill.step("restore", drill.restore)
     drill.step("verify", drill.verify)
     drill.step("adopt", drill.resume_and_adopt)

@@ -375,6 +375,17 @@ class GitOpsDeployment:
             self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
                                                    pods_in=(kustomization.get("spec") or {}).get("targetNamespace"))
 
+    def apply_suspended(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Create the app's Kustomizations suspended (the runbook's order before a restore: Flux must
+        apply nothing until the data is back), their out-of-app dependencies stood in for."""
+        bodies = []
+        for kustomization in kustomizations:
+            body = {key: value for key, value in kustomization.items() if key != "status"}
+            body["spec"] = {**body.get("spec", {}), "suspend": True}
+            bodies.append(body)
+        self.satisfy_dependencies(bodies)
+        self.ctx.apply(bodies)
+
     def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:
         the drill cluster runs CNPG, Velero and the object store without the repo's HelmReleases)."""

@@ -165,6 +165,14 @@ class Snapshot:
     pod_volume_claims: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
+def pod_volume_claims(namespace: str, pods: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], str]:
+    """(namespace/pod, volume) -> the claim it mounts: what each PodVolumeBackup's snapshot holds."""
+    return {(f"{namespace}/{pod['metadata']['name']}", str(volume["name"])):
+            str(volume["persistentVolumeClaim"]["claimName"])
+            for pod in pods for volume in (pod.get("spec") or {}).get("volumes") or []
+            if volume.get("persistentVolumeClaim")}
+
+
 def describe_hook_runs(runs: Sequence[HookRun]) -> str:
     """`pre hook 'freeze' in db/db-0, post annotation hook in db/db-0`, for a problem's text."""
     return ", ".join(f"{run.phase} {'annotation hook' if run.source == 'annotation' else f'hook {run.source!r}'} "
@@ -431,11 +439,7 @@ class NamespaceDrill:
         self.snapshot.pod_volumes = sorted(
             (f"{self.ns}/{pod['metadata']['name']}", volume) for pod in pods
             for volume in fs_backup_volumes(pod, default_volumes_to_fs_backup=default))
-        self.snapshot.pod_volume_claims = {
-            (f"{self.ns}/{pod['metadata']['name']}", str(volume["name"])):
-                str(volume["persistentVolumeClaim"]["claimName"])
-            for pod in pods for volume in (pod.get("spec") or {}).get("volumes") or []
-            if volume.get("persistentVolumeClaim")}
+        self.snapshot.pod_volume_claims = pod_volume_claims(self.ns, pods)
         self.fail(self.evidence_problems())
 
     def evidence_problems(self) -> list[str]:

@@ -52,7 +52,7 @@ from restoredrill.drill.mapped import (
     isolation_policy,
     missing_objects,
 )
-from restoredrill.drill.namespace import DrillFailed, NamespaceDrill
+from restoredrill.drill.namespace import DrillFailed, NamespaceDrill, pod_volume_claims
 from restoredrill.errors import ConfigError, RestoreDrillError
 from restoredrill.gosyntax import (
     GoSyntaxError,
@@ -516,13 +516,7 @@ class ProductionDrill(NamespaceDrill):
             f"resource modifier {self.velero.namespace}/{self.modifier_name}: restored CNPG Clusters lose "
             "spec.backup and spec.plugins, CNPG ScheduledBackups and CronJobs come back suspended: none may write "
             "to production's backup destinations"]
-        bodies = []
-        for kustomization in self.plan.kustomizations:
-            body = {k: v for k, v in kustomization.items() if k != "status"}
-            body["spec"] = {**body.get("spec", {}), "suspend": True}
-            bodies.append(body)
-        self.gitops.satisfy_dependencies(bodies)
-        self.ctx.apply(bodies)
+        self.gitops.apply_suspended(self.plan.kustomizations)
 
     @property
     def modifier_name(self) -> str:
@@ -537,11 +531,7 @@ class ProductionDrill(NamespaceDrill):
     def restore(self) -> None:
         super().restore()
         pods = self.app_pods()
-        self.snapshot.pod_volume_claims = {
-            (f"{self.ns}/{pod['metadata']['name']}", str(volume["name"])):
-                str(volume["persistentVolumeClaim"]["claimName"])
-            for pod in pods for volume in (pod.get("spec") or {}).get("volumes") or []
-            if volume.get("persistentVolumeClaim")}
+        self.snapshot.pod_volume_claims = pod_volume_claims(self.ns, pods)
         self.snapshot.objects = self.flux_managed_objects()
         self.coverage = self.coverage_problems(pods)
 
