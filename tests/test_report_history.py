@@ -90,15 +90,20 @@ def render(reports: Path, history: Path) -> Path:
                        metrics=allure_metrics(facts["results"], at_ms=1767321600000), progress=lambda _: None)
 
 
-def test_two_renders_keep_both_runs_and_the_first_line_unchanged(tmp_path: Path, fake_allure: Path) -> None:
-    reports, history = tmp_path / "reports", tmp_path / "reports" / HISTORY_FILE
+def render_two_nights(reports: Path, history: Path) -> tuple[bytes, Path]:
+    """Two nights rendered in turn (gatus fails the first): the history after the first, the second's index."""
     write_run(reports, outcomes={"pelican": "passed", "gatus": "failed"}, rto={"pelican": 41.5, "gatus": 12.0},
               generated_at="2026-01-01T02:17:00Z")
     render(reports, history)
     first = history.read_bytes()
     write_run(reports, outcomes={"pelican": "passed", "gatus": "passed"}, rto={"pelican": 39.0, "gatus": 11.0},
               generated_at="2026-01-02T02:17:00Z")
-    index = render(reports, history)
+    return first, render(reports, history)
+
+
+def test_two_renders_keep_both_runs_and_the_first_line_unchanged(tmp_path: Path, fake_allure: Path) -> None:
+    reports, history = tmp_path / "reports", tmp_path / "reports" / HISTORY_FILE
+    first, index = render_two_nights(reports, history)
 
     assert history.read_bytes().startswith(first)
     runs = read_history(history)
@@ -240,13 +245,7 @@ def test_restoredrill_report_stops_on_a_corrupt_history_after_printing_the_summa
                            "`restoredrill report` installs it from npm on first use")
 def test_the_real_allure_cli_appends_one_run_per_render_with_the_drill_metrics(tmp_path: Path) -> None:
     reports, history = tmp_path / "reports", tmp_path / "reports" / HISTORY_FILE
-    write_run(reports, outcomes={"pelican": "passed", "gatus": "failed"}, rto={"pelican": 41.5, "gatus": 12.0},
-              generated_at="2026-01-01T02:17:00Z")
-    render(reports, history)
-    first = history.read_bytes()
-    write_run(reports, outcomes={"pelican": "passed", "gatus": "passed"}, rto={"pelican": 39.0, "gatus": 11.0},
-              generated_at="2026-01-02T02:17:00Z")
-    index = render(reports, history)
+    first, index = render_two_nights(reports, history)
 
     assert history.read_bytes().startswith(first) and len(history.read_bytes()) > len(first)
     runs = read_history(history)
