@@ -24,6 +24,9 @@ class ClusterHandle:
     created_by_us: bool
     # Directory holding the cluster's process logs (local) or exported logs (kind); attached to reports.
     log_dir: Path | None = None
+    # Stand-ins and fix-ups of the cluster itself (a locally assembled kind node image), disclosed in
+    # every drill's report.
+    notes: tuple[str, ...] = ()
 
 
 class ClusterProvider(abc.ABC):

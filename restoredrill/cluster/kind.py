@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from pytest_kind.cluster import KindCluster as PytestKindCluster
 
@@ -54,22 +55,39 @@ DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
 VOLUME_TYPE_ANNOTATION = "defaultVolumeType"
 # kind names the node container (and so its hostname, at most 63 characters) "<name>-control-plane".
 MAX_CLUSTER_NAME_LENGTH = 63 - len("-control-plane")
-# Image loads of the Debian-based stand-ins take minutes on a small runner; overridable by name.
-# Used only by the storage probe pod; preloaded in kind node images (it is the sandbox image).
-PROBE_IMAGE = "registry.k8s.io/pause:3.10.1"
+# Used only by the storage probe pod. kind v0.30's node images hold the sandbox image its containerd
+# config names (images/base/files/etc/containerd/config.toml: pause:3.10); kubeadm's own pause tag
+# (3.10.1) is filtered out of the node build (pkg/build/nodeimage/buildcontext.go), so it is not there.
+PROBE_IMAGE = "registry.k8s.io/pause:3.10"
+# `--kind-image local`: assemble the node image here (restoredrill/cluster/kindnode.py), for machines
+# with no registry; every platform image is then built here and loaded too.
+LOCAL_NODE_IMAGE = "local"
+# The ConfigMap `up` leaves in a cluster it created, so that a kept cluster is known as ours later.
+OWNER_CONFIGMAP = "restoredrill-owner"
+OWNER_NAMESPACE = "kube-system"
 
 KIND_REMEDY = (
-    f"install kind ({KIND_VERSION}) and put it on PATH: `go install sigs.k8s.io/kind@{KIND_VERSION}` "
-    "builds it, or use your package manager; it also needs a running Docker (or Podman) engine. "
+    f"install kind ({KIND_VERSION}) and put it on PATH, or build it with `restoredrill toolchain --only kind` "
+    f"(or `go install sigs.k8s.io/kind@{KIND_VERSION}`); it also needs a running Docker (or Podman) engine. "
     "restoredrill never downloads it"
 )
 
 
-def find_kind() -> str:
+def find_kind(explicit: str | None = None) -> str:
+    """kind: `--kind-bin`, else the first on PATH, else the one `restoredrill toolchain --only kind` built."""
+    if explicit:
+        if not os.access(explicit, os.X_OK):
+            raise MissingToolError("kind", remedy=f"--kind-bin {explicit} is not an executable file; " + KIND_REMEDY)
+        return explicit
     found = shutil.which("kind")
-    if found is None:
-        raise MissingToolError("kind", remedy=KIND_REMEDY)
-    return found
+    if found is not None:
+        return found
+    from restoredrill.toolchain.gobuild import GoToolchain
+
+    try:
+        return str(GoToolchain().binary("kind"))
+    except MissingToolError:
+        raise MissingToolError("kind", remedy=KIND_REMEDY) from None
 
 
 def kind_cluster_name(base: str, worker_id: str) -> str:
@@ -275,6 +293,22 @@ def check_local_storage_class(storage_class: Mapping[str, Any]) -> None:
         )
 
 
+def offline_config(document: dict[str, Any], reference: str) -> dict[str, Any]:
+    """A kind config for the locally assembled node image `reference`: every node on it, kind's
+    default CNI off (the image brings its own bridge network), kubeadm told the etcd and CoreDNS
+    tags built here. Everything else of `document` is kept."""
+    from restoredrill.cluster import kindnode
+
+    derived: dict[str, Any] = json.loads(json.dumps(document))
+    for node in derived.setdefault("nodes", [{"role": "control-plane"}]):
+        node["image"] = reference
+    networking = derived.setdefault("networking", {})
+    networking["disableDefaultCNI"] = True
+    networking["podSubnet"] = kindnode.POD_SUBNET
+    derived["kubeadmConfigPatches"] = [*(derived.get("kubeadmConfigPatches") or []), *kindnode.kubeadm_patches()]
+    return derived
+
+
 def nodes_ready(nodes: Mapping[str, Any]) -> tuple[bool, str]:
     """Whether every node in a `kubectl get nodes -o json` list is Ready, and what was seen."""
     seen = []
@@ -313,6 +347,8 @@ class KindCluster(ClusterProvider):
         config: Path = DEFAULT_CONFIG,
         storage_class_manifest: Path = LOCAL_STORAGE_CLASS_MANIFEST,
         node_image: str | None = None,
+        kind_bin: str | None = None,
+        kubectl_bin: str | None = None,
         keep: bool = False,
         verify_storage: bool = True,
         export_logs_on_down: bool = True,
@@ -326,6 +362,11 @@ class KindCluster(ClusterProvider):
         self.config = config
         self.storage_class_manifest = storage_class_manifest
         self.node_image = node_image
+        self.kind_bin = kind_bin
+        self.kubectl_bin = kubectl_bin
+        # Offline: the node image is assembled here and no image can be pulled.
+        self.offline = node_image == LOCAL_NODE_IMAGE
+        self.notes: list[str] = []
         self.keep = keep
         self.verify_storage = verify_storage
         self.export_logs_on_down = export_logs_on_down
@@ -340,9 +381,9 @@ class KindCluster(ClusterProvider):
             self._cluster = PathToolsKindCluster(
                 name=self.cluster_name,
                 kubeconfig=self.kubeconfig,
-                kind_path=Path(find_kind()),
-                kubectl_path=Path(find_kubectl()),
-                image=self.node_image,
+                kind_path=Path(find_kind(self.kind_bin)),
+                kubectl_path=Path(self.kubectl_bin or find_kubectl()),
+                image=None if self.offline else self.node_image,
                 timeouts=self.timeouts,
             )
         return self._cluster
@@ -355,6 +396,7 @@ class KindCluster(ClusterProvider):
             context=f"kind-{self.cluster_name}",
             created_by_us=self._created,
             log_dir=self.log_dir,
+            notes=tuple(self.notes),
         )
 
     def up(self) -> ClusterHandle:
@@ -366,15 +408,17 @@ class KindCluster(ClusterProvider):
                 raise ConfigError(f"{what} {path} does not exist", remedy=f"see {KIND_CONFIG_DIR}/README.md")
         cluster = self.pytest_kind
         if cluster.exists():
-            log.info("reusing existing kind cluster %s; it will be left in place at the end", self.cluster_name)
             cluster.export_kubeconfig()
+            self._claim_existing()
             self._prepare()
             return self.handle()
+        config = self.cluster_config()
         # From here on, whatever exists under this name is ours: a failed `kind create` leaves its
         # node (--retain) so that its logs can be exported before it is deleted.
         self._created = True
         try:
-            cluster.create(config_file=self.config)
+            cluster.create(config_file=config)
+            self._mark_owned()
             self._prepare()
         except BaseException:
             if not self.keep:
@@ -384,6 +428,51 @@ class KindCluster(ClusterProvider):
                     log.warning("could not delete half-created kind cluster %s: %s", self.cluster_name, cleanup_error)
             raise
         return self.handle()
+
+    def cluster_config(self) -> Path:
+        """The kind config to create with: ours as shipped, or (offline) derived for the local node image."""
+        if not self.offline:
+            return self.config
+        from restoredrill.cluster import kindnode
+
+        reference = kindnode.NodeImageBuilder(out=lambda line: log.info("%s", line)).build()
+        self.notes = [*kindnode.OFFLINE_NODE_NOTES, f"node image {reference}"]
+        document = offline_config(yaml.safe_load(self.config.read_text()), reference)
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        derived = self.work_dir / "kind-config.yaml"
+        derived.write_text(f"# derived from {self.config} for the locally assembled node image\n"
+                           + yaml.safe_dump(document, sort_keys=False))
+        return derived
+
+    def _owner_data(self) -> dict[str, str]:
+        return {"created-by": "restoredrill", "cluster": self.cluster_name, "run-id": self.run_id}
+
+    def _mark_owned(self) -> None:
+        literals = [f"--from-literal={key}={value}" for key, value in self._owner_data().items()]
+        self.pytest_kind.kubectl("create", "configmap", OWNER_CONFIGMAP, "-n", OWNER_NAMESPACE, *literals)
+
+    def _claim_existing(self) -> None:
+        """A kind cluster of this name exists: ours from an earlier run (kept) is reused, any other refused."""
+        try:
+            found = self.pytest_kind.kubectl("get", "configmap", OWNER_CONFIGMAP, "-n", OWNER_NAMESPACE,
+                                             "-o", "json", "--ignore-not-found")
+        except CommandError as error:
+            raise RestoreDrillError(
+                f"kind cluster {self.cluster_name} exists but does not answer: {error.message.splitlines()[-1]}",
+                remedy=f"delete it (`kind delete cluster --name {self.cluster_name}`) and run again") from error
+        data = (json.loads(found).get("data") or {}) if found.strip() else {}
+        if data.get("created-by") != "restoredrill":
+            raise ConfigError(
+                f"kind cluster {self.cluster_name} exists but restoredrill did not create it "
+                f"(no ConfigMap {OWNER_NAMESPACE}/{OWNER_CONFIGMAP} saying so); the drills install a platform "
+                "and delete namespaces, so they will not use it",
+                remedy=f"delete it (`kind delete cluster --name {self.cluster_name}`) if it is a leftover, pick "
+                "another name with --cluster-name, or drill it read-only with --cluster-provider existing",
+            )
+        log.info("reusing kind cluster %s, created by restoredrill run %s", self.cluster_name, data.get("run-id"))
+        self.notes.append(f"reused kind cluster {self.cluster_name} kept by run {data.get('run-id')}")
+        # Ours: the platform is installed on it, and it is deleted at the end unless kept again.
+        self._created = True
 
     def _prepare(self) -> None:
         self.wait_for_nodes_ready()
@@ -435,6 +524,20 @@ class KindCluster(ClusterProvider):
         core = client.CoreV1Api(api)
         create_owned_namespace(api, namespace, run_id=self.run_id)
         try:
+            # A fresh cluster's service-account controller may not have made `default` yet; a pod
+            # created before it is refused (403 "serviceaccount default not found").
+            def service_account() -> tuple[bool | None, str]:
+                try:
+                    core.read_namespaced_service_account("default", namespace)
+                except client.ApiException as error:
+                    if error.status == 404:
+                        return None, "not created yet"
+                    raise
+                return True, "exists"
+
+            wait_until(f"service account default in {namespace}", service_account,
+                       timeout=self.timeouts["pod_ready"],
+                       remedy="check kube-controller-manager (its serviceaccount controller makes it)")
             core.create_namespaced_persistent_volume_claim(
                 namespace,
                 client.V1PersistentVolumeClaim(

@@ -9,6 +9,7 @@ and PATCH are recorded and refused, so a test can prove a reader never writes.
 from __future__ import annotations
 
 import json
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -154,6 +155,11 @@ def _handler(server: FakeApiServer) -> type[BaseHTTPRequestHandler]:
                 return self._send(200, {"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items})
             if method == "GET" and path in server.documents:
                 return self._send(200, server.documents[path])
+            account = re.fullmatch(r"/api/v1/namespaces/([^/]+)/serviceaccounts/default", path)
+            if method == "GET" and account and account.group(1) in server.namespaces:
+                # The service-account controller's `default`, made with every namespace.
+                return self._send(200, {"kind": "ServiceAccount", "apiVersion": "v1",
+                                        "metadata": {"name": "default", "namespace": account.group(1)}})
             if method in ("PUT", "PATCH"):
                 return self._send(405, _status(405, "MethodNotAllowed", f"fake API server: {method} refused"))
             if path == "/apis/apiextensions.k8s.io/v1/customresourcedefinitions" and method == "GET":

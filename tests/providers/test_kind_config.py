@@ -203,3 +203,49 @@ def test_cluster_name_leaves_room_for_the_node_hostname() -> None:
 
     with pytest.raises(ConfigError, match="at most 49 characters"):
         kind.kind_cluster_name(longest + "a", "gw0")
+
+
+def test_offline_config_puts_every_node_on_the_local_image_and_stays_valid() -> None:
+    shipped = load(kind.DEFAULT_CONFIG)
+
+    derived = kind.offline_config(shipped, "restoredrill.local/kind-node:v1.34.4-abc")
+
+    assert kind_config_problems(derived) == []
+    assert [node["image"] for node in derived["nodes"]] == ["restoredrill.local/kind-node:v1.34.4-abc"]
+    # The image brings its own single-node bridge network (no kindnetd image can be had offline).
+    assert derived["networking"]["disableDefaultCNI"] is True
+    # kubeadm is told the etcd and CoreDNS tags built here, and nothing else.
+    patches = [yaml.safe_load(patch) for patch in derived["kubeadmConfigPatches"]]
+    assert patches == [{"kind": "ClusterConfiguration", "etcd": {"local": {"imageTag": "3.6.6-0"}},
+                        "dns": {"imageTag": "v1.12.4"}}]
+    # The shipped document is not changed.
+    assert shipped["nodes"][0]["image"].startswith("kindest/node:")
+
+
+def test_offline_images_are_named_as_kubeadm_looks_for_them() -> None:
+    from restoredrill.cluster import kindnode
+
+    references = kindnode.control_plane_references()
+
+    assert references["kube-apiserver"] == "registry.k8s.io/kube-apiserver:v1.34.4"
+    assert references["kube-proxy"] == "registry.k8s.io/kube-proxy:v1.34.4"
+    assert references["etcd"] == "registry.k8s.io/etcd:3.6.6-0"
+    # The probe pod runs the sandbox image kind's containerd config names (kind v0.30.0
+    # images/base/files/etc/containerd/config.toml), the one pause image kind node images hold.
+    assert kind.PROBE_IMAGE == "registry.k8s.io/pause:3.10"
+
+
+def test_oom_score_clamp_only_where_cap_sys_resource_is_missing(tmp_path: Path) -> None:
+    import subprocess
+
+    from restoredrill.cluster import kindnode
+
+    for bounding, expected in (("000001fffeffffff", "true"), ("0000003fffffffff", "false")):
+        status = tmp_path / "status"
+        status.write_text(f"Name:\tsh\nCapBnd:\t{bounding}\n")
+        config = tmp_path / "config.toml"
+        config.write_text("  restrict_oom_score_adj = false\n")
+        script = kindnode.OOM_SCORE_SCRIPT.replace("/proc/self/status", str(status)).replace(
+            "/etc/containerd/config.toml", str(config))
+        subprocess.run(["sh", "-c", script], check=True)
+        assert config.read_text().strip() == f"restrict_oom_score_adj = {expected}", bounding

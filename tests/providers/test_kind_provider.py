@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from restoredrill.cluster import kind
-from restoredrill.errors import CommandError, MissingToolError, RestoreDrillError
+from restoredrill.errors import CommandError, ConfigError, MissingToolError, RestoreDrillError
 from tests.providers.fake_apiserver import FakeApiServer, running_fake_apiserver
 
 # One program for both tools; it tells them apart by the name it was run as. State (clusters,
@@ -71,6 +71,12 @@ elif args[:2] == ["apply", "-f"]:
     save()
 elif args == ["get", "storageclass", "-o", "json"]:
     print(json.dumps({"items": list(state["storageclasses"].values())}))
+elif args[:5] == ["create", "configmap", "restoredrill-owner", "-n", "kube-system"]:
+    state["owner"] = dict(a.split("=", 1)[1].split("=", 1) for a in args[5:])
+    save()
+elif args[:5] == ["get", "configmap", "restoredrill-owner", "-n", "kube-system"]:
+    if state.get("owner"):
+        print(json.dumps({"data": state["owner"]}))
 elif args[:3] == ["annotate", "--overwrite", "storageclass"]:
     key, value = args[4].split("=", 1)
     if not state.get("ignore_annotate"):
@@ -198,6 +204,8 @@ def test_kind_command_lines() -> None:
 
 def test_missing_kind_is_an_error_with_a_remedy_not_a_download(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
+    # Not on PATH and not built by `restoredrill toolchain --only kind` either.
+    monkeypatch.setenv("RESTOREDRILL_CACHE", str(tmp_path / "cache"))
 
     with pytest.raises(MissingToolError) as error:
         provider(tmp_path).up()
@@ -252,6 +260,7 @@ def test_up_creates_the_cluster_and_makes_local_volumes_the_only_default(fake_to
         "kind get clusters",
         "kind get clusters",
         "kind create cluster",
+        "kubectl create configmap",
         "kubectl get nodes",
         "kubectl apply",
         "kubectl get storageclass",
@@ -299,20 +308,40 @@ def test_keep_cluster_keeps_it(fake_tools: FakeTools, tmp_path: Path) -> None:
     assert fake_tools.state()["clusters"] == ["restoredrill-gw1"]
 
 
-def test_an_existing_cluster_is_reused_and_left_in_place(fake_tools: FakeTools, tmp_path: Path) -> None:
+def test_a_kept_cluster_of_ours_is_reused_and_deleted_unless_kept_again(fake_tools: FakeTools, tmp_path: Path) -> None:
+    first = provider(tmp_path, keep=True)
+    first.up()
+    first.down()
+    assert fake_tools.state()["clusters"] == ["restoredrill-gw1"]
+
+    second = provider(tmp_path)
+    handle = second.up()
+
+    # Ours (the owner ConfigMap says so): the platform goes on it, as on a new one.
+    assert handle.created_by_us
+    assert any("reused kind cluster restoredrill-gw1" in note for note in handle.notes)
+    heads = fake_tools.call_heads()
+    assert heads.count("kind create cluster") == 1
+    assert "kind export kubeconfig" in heads
+    # The StorageClass is still made right on a reused cluster.
+    assert heads.count("kubectl apply") == 2
+    second.down()
+    assert fake_tools.state()["clusters"] == []
+
+
+def test_a_cluster_of_that_name_we_did_not_create_is_refused_and_left_alone(fake_tools: FakeTools,
+                                                                           tmp_path: Path) -> None:
     fake_tools.set_state(clusters=["restoredrill-gw1"])
     drill_cluster = provider(tmp_path)
 
-    handle = drill_cluster.up()
+    with pytest.raises(ConfigError, match="restoredrill did not create it") as error:
+        drill_cluster.up()
     drill_cluster.down()
 
-    assert not handle.created_by_us
+    assert "kind delete cluster --name restoredrill-gw1" in str(error.value)
     heads = fake_tools.call_heads()
     assert "kind create cluster" not in heads and "kind delete cluster" not in heads
-    assert "kind export kubeconfig" in heads
     assert fake_tools.state()["clusters"] == ["restoredrill-gw1"]
-    # The StorageClass is still made right on a reused cluster.
-    assert "kubectl apply" in heads
 
 
 def test_a_failed_create_is_cleaned_up_and_explained(fake_tools: FakeTools, tmp_path: Path) -> None:

@@ -1,0 +1,71 @@
+"""pytest-kind's own flags: honoured on the kind provider, refused elsewhere, never silently ignored."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from fixtures import cluster as cluster_fixtures
+from restoredrill.cluster.kind import KindCluster
+from restoredrill.errors import ConfigError
+
+
+class Options:
+    """The two lookups make_provider uses, over a dict of flag dests (ini keys unset)."""
+
+    def __init__(self, **values: Any) -> None:
+        self.values = {"cluster_name": "pytest-kind", **values}
+        self.workerinput = {"workerid": "gw0", "testrunuid": "run1"}
+        # A run id already made, so this process's own (set by the real session) is left alone.
+        self.stash: dict[Any, Any] = {cluster_fixtures._RUN_ID_KEY: "run1"}
+
+    def getoption(self, dest: str, default: Any = None) -> Any:
+        return self.values.get(dest, default)
+
+    def getini(self, key: str) -> Any:
+        return None
+
+
+def make(**values: Any) -> Any:
+    return cluster_fixtures.make_provider(Options(**values))  # type: ignore[arg-type]
+
+
+def test_pytest_kind_flags_reach_the_kind_provider(tmp_path: Any) -> None:
+    kind_bin = tmp_path / "kind"
+    provider = make(cluster_provider="kind", cluster_name="nightly", kind_image="local", kind_bin=str(kind_bin),
+                    kind_kubectl_bin="/opt/kubectl")
+
+    assert isinstance(provider, KindCluster)
+    assert provider.cluster_name == "nightly-gw0"
+    assert provider.offline and provider.node_image == "local"
+    assert provider.kind_bin == str(kind_bin) and provider.kubectl_bin == "/opt/kubectl"
+
+
+def test_the_default_cluster_name_is_ours_not_pytest_kinds() -> None:
+    provider = make(cluster_provider="kind")
+
+    assert isinstance(provider, KindCluster)
+    assert provider.cluster_name == "restoredrill-gw0"
+    assert not provider.offline
+
+
+def test_the_node_image_can_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cluster_fixtures.KIND_IMAGE_ENV, "local")
+
+    provider = make(cluster_provider="kind")
+
+    assert isinstance(provider, KindCluster) and provider.offline
+
+
+def test_pytest_kinds_kubeconfig_is_refused_with_the_existing_provider_as_the_fix() -> None:
+    with pytest.raises(ConfigError, match="--cluster-provider existing --cluster-kubeconfig"):
+        make(cluster_provider="kind", kubeconfig="/home/me/.kube/config")
+
+
+@pytest.mark.parametrize("flag,dest", [("--cluster-name", "cluster_name"), ("--kind-image", "kind_image")])
+def test_kind_flags_on_another_provider_are_refused(flag: str, dest: str) -> None:
+    with pytest.raises(ConfigError, match=f"{flag}.*kind only, not local") as error:
+        make(cluster_provider="local", **{dest: "x"})
+
+    assert "--cluster-provider kind" in str(error.value)
