@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PYTEST_ARGS ?=
 
-.PHONY: drill test lint smoke setup report
+.PHONY: drill test lint smoke kind-smoke setup report
 
 setup: $(VENV)/.installed
 
@@ -40,10 +40,21 @@ test: setup lint
 	$(BIN)/restoredrill toolchain --no-apt --only actionlint kopia
 	$(BIN)/pytest tests $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory smoke
+	@if [ "$(KIND)" = 0 ]; then echo "[test] KIND=0: the kind tests (make kind-smoke) were NOT run"; \
+	  else $(MAKE) --no-print-directory kind-smoke; fi
 
 lint: setup
 	$(BIN)/ruff check restoredrill fixtures suites tests bench
 	$(BIN)/mypy
+
+# The kind provider on a real Docker engine: the platform tests and pelican's namespace drill on
+# kind, one cluster per xdist worker (-n 2). Needs a running Docker engine (kind's own requirement);
+# where no registry is reachable, set RESTOREDRILL_KIND_IMAGE=local (or pass --kind-image local) and
+# the node image and every image are built here. `make test KIND=0` leaves this out, and says so.
+KIND ?= 1
+kind-smoke: setup
+	$(BIN)/pytest tests/platform/test_platform_cluster.py suites/drills/test_namespace_restore.py \
+	  -k "platform_cluster or pelican" --cluster-provider kind -n 2 --reports-dir reports/kind -p no:cacheprovider
 
 # The user-facing drills as `make drill` runs them, on a fresh local cluster, cut to what fits CI.
 SMOKE_APPS ?= pelican gatus

@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 # The kind release the configs and the nightly workflow are written and pinned for.
 KIND_VERSION = "v0.30.0"
-KIND_CONFIG_DIR = Path(__file__).resolve().parents[2] / "kind-config"
+# `restoredrill/kind-config` links to the checkout's kind-config/, so the configs ship inside the
+# package (package-data) and are found the same way from a checkout and from an installed wheel.
+KIND_CONFIG_DIR = Path(__file__).resolve().parents[1] / "kind-config"
 DEFAULT_CONFIG = KIND_CONFIG_DIR / "default.yaml"
 LOCAL_STORAGE_CLASS_MANIFEST = KIND_CONFIG_DIR / "storageclass-local.yaml"
 LOCAL_STORAGE_CLASS = "local-path"
@@ -84,10 +86,29 @@ def find_kind(explicit: str | None = None) -> str:
         return found
     from restoredrill.toolchain.gobuild import GoToolchain
 
+    toolchain = GoToolchain()
     try:
-        return str(GoToolchain().binary("kind"))
+        return str(toolchain.binary("kind"))
     except MissingToolError:
-        raise MissingToolError("kind", remedy=KIND_REMEDY) from None
+        pass
+    if shutil.which("go") is None:
+        raise MissingToolError("kind", remedy=KIND_REMEDY)
+    # The pinned kind builds from the Go module proxy in well under a minute.
+    toolchain.ensure(["kind"])
+    return str(toolchain.binary("kind"))
+
+
+def pinned_kubectl() -> str | None:
+    """The kubectl of the pinned Kubernetes build, when `restoredrill toolchain` made one: the same
+    minor as the cluster (a kubectl on PATH may be any version, or a dispatcher that fetches one)."""
+    if os.environ.get("RESTOREDRILL_KUBECTL"):
+        return None
+    from restoredrill.toolchain.gobuild import GoToolchain
+
+    try:
+        return str(GoToolchain().binary("kubectl"))
+    except MissingToolError:
+        return None
 
 
 def kind_cluster_name(base: str, worker_id: str) -> str:
@@ -382,7 +403,7 @@ class KindCluster(ClusterProvider):
                 name=self.cluster_name,
                 kubeconfig=self.kubeconfig,
                 kind_path=Path(find_kind(self.kind_bin)),
-                kubectl_path=Path(self.kubectl_bin or find_kubectl()),
+                kubectl_path=Path(self.kubectl_bin or pinned_kubectl() or find_kubectl()),
                 image=None if self.offline else self.node_image,
                 timeouts=self.timeouts,
             )

@@ -31,6 +31,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from filelock import FileLock
+
 from restoredrill.errors import CommandError, MissingToolError
 from restoredrill.images import LocalImageBuilder, image_set, static_binary_image
 from restoredrill.images.oci import FileEntry, ImageSpec, TreeEntry, write_oci_archive
@@ -255,7 +257,13 @@ class NodeImageBuilder:
                               timeout=60).returncode == 0
 
     def build(self) -> str:
-        """The node image's reference, built unless Docker already has it."""
+        """The node image's reference, built unless Docker already has it (one builder at a time: xdist
+        workers each make a cluster from it)."""
+        self.cache.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.cache / "kind-node-image.lock")):
+            return self._build()
+
+    def _build(self) -> str:
         wanted = [name for name in NODE_BUILDS if name in self.toolchain.recipes]
         self.toolchain.ensure(wanted)
         archives = self.image_archives()
@@ -291,7 +299,18 @@ class NodeImageBuilder:
             subprocess.run([self.docker, "rm", "-f", "-v", container], capture_output=True, timeout=120)
             subprocess.run([self.docker, "rmi", base], capture_output=True, timeout=120)
         self.out(f"[kind-node] built {reference} in {time.monotonic() - started:.0f}s")
+        self._remove_older(reference)
         return reference
+
+    def _remove_older(self, keep: str) -> None:
+        """Drop earlier builds of our node image (about 1 GB each); one a container still runs stays."""
+        listed = subprocess.run([self.docker, "images", NODE_REPOSITORY, "--format", "{{.Repository}}:{{.Tag}}"],
+                                capture_output=True, text=True, timeout=60)
+        for image in listed.stdout.split():
+            if image != keep and image.startswith(f"{NODE_REPOSITORY}:"):
+                removed = subprocess.run([self.docker, "rmi", image], capture_output=True, text=True, timeout=120)
+                if removed.returncode == 0:
+                    self.out(f"[kind-node] removed the earlier build {image}")
 
     def _wait_containerd(self, container: str) -> None:
         deadline = time.monotonic() + 60

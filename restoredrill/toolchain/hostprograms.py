@@ -51,12 +51,16 @@ HOST_PROGRAMS = MappingProxyType({
     "dpkg-query": Provenance("base", "dpkg"),
     "umount": Provenance("base", "mount"),
     "mount": Provenance("base", "mount"),
+    "chroot": Provenance("base", "coreutils"),
+    "tar": Provenance("base", "tar"),
     # The README's prerequisites: what builds and runs restoredrill itself.
     "go": Provenance("prerequisite", "Go"),
     "git": Provenance("prerequisite", "git"),
     "node": Provenance("prerequisite", "Node.js"),
     "npm": Provenance("prerequisite", "Node.js"),
-    # The kind provider runs the user's kind and Docker (the kind issue's set-up installs them here).
-    "kind": Provenance("user", "kind"),
+    # The kind provider runs the user's kind (or the one `restoredrill toolchain --only kind` builds,
+    # which it builds itself when none is on PATH) and the user's Docker (on this project's CI
+    # machines .ci/machine/docker-up installs and starts one).
+    "kind": Provenance("built", "kind"),
     "docker": Provenance("user", "Docker"),
 })

@@ -249,3 +249,14 @@ def test_oom_score_clamp_only_where_cap_sys_resource_is_missing(tmp_path: Path) 
             "/etc/containerd/config.toml", str(config))
         subprocess.run(["sh", "-c", script], check=True)
         assert config.read_text().strip() == f"restrict_oom_score_adj = {expected}", bounding
+
+
+def test_kind_config_ships_inside_the_package() -> None:
+    import tomllib
+
+    package = Path(kind.__file__).resolve().parents[1]
+    assert kind.KIND_CONFIG_DIR == package / "kind-config"
+    assert kind.DEFAULT_CONFIG.is_file() and kind.LOCAL_STORAGE_CLASS_MANIFEST.is_file()
+    pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["restoredrill"]
+    assert "**/*.yaml" in patterns

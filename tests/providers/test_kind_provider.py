@@ -137,6 +137,8 @@ def fake_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake
     tools.state_path.write_text(json.dumps({"clusters": [], "storageclasses": {"standard": KIND_STANDARD_CLASS}}))
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("RESTOREDRILL_KUBECTL", raising=False)
+    # No toolchain-built kind or kubectl: the stand-ins on PATH are the ones found.
+    monkeypatch.setenv("RESTOREDRILL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("FAKE_STATE", str(tools.state_path))
     monkeypatch.setenv("FAKE_CALLS", str(tools.calls_path))
     yield tools

@@ -1,0 +1,410 @@
+"""Deploying the GitOps repo under test the way Flux does in production, on a drill cluster.
+
+The repo is published on the in-cluster git server as a GitRepository with the name the apps'
+ks.yaml files refer to; each app's own Flux Kustomization (its ks.yaml, unchanged) is applied and
+reconciled from there, SOPS secrets decrypted by kustomize-controller with the age key.
+
+What the drill cluster lacks is stood in, and every stand-in is recorded so the report says so:
+- storage classes the claims name (`longhorn`) become aliases of the cluster's default class;
+- NFS PersistentVolumes (the kernel here has no NFS client) are published as hostPath volumes on a
+  host folder that outlives the cluster, as the runbook's NFS server outlives its cluster;
+- the Gateway API CRDs are installed when an app has routes;
+- on the local provider, CNPG Clusters run the platform's PostgreSQL image (Debian's 15), whatever
+  image and major version the repo names (nothing can be pulled there).
+Only what git tracks is published (a kubeconfig or a key lying untracked in the working tree stays
+on the host), never the age key file, and never a file holding a secret key in plain text: the git
+server answers every pod unauthenticated. The age key reaches the cluster only as the Secret
+kustomize-controller decrypts with. NFS server names and paths come from the repo, so the host
+folders they map to are kept inside the stand-in root.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+from kubernetes import client
+
+from restoredrill.catalogue import Catalogue
+from restoredrill.cluster.namespaces import (
+    CREATED_BY_LABEL,
+    CREATED_BY_VALUE,
+    RUN_ID_LABEL,
+    create_owned_namespace,
+    wait_for_namespace_deleted,
+)
+from restoredrill.errors import ConfigError, NotOursError
+from restoredrill.pins import cache_dir, module_pins
+from restoredrill.platform import Flux, Velero
+from restoredrill.platform.base import PlatformContext, labels, read_crds
+from restoredrill.platform.flux import KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
+from restoredrill.timeouts import timeout
+from restoredrill.yamlio import iter_yaml_files
+
+STANDIN_LABEL = "restoredrill.io/stand-in"
+DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
+SOPS_KEY_NAME = "age.agekey"
+# A folder added to the published repo: what stand-in Kustomizations point at.
+EMPTY_PATH = "restoredrill-standins/empty"
+
+
+def nfs_root(cache: Path | None = None) -> Path:
+    """Host folder standing in for the NFS servers: `<cache>/nfs/<server>/<export path>`."""
+    return (cache or cache_dir()) / "nfs"
+
+
+# An NFS server as a PV names it: a host name or an IPv4/IPv6 address, nothing that walks a path.
+_NFS_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}"
+                         r"[A-Za-z0-9])?)*|\[?[0-9A-Fa-f:.]+\]?)$")
+
+
+def nfs_host_path(server: str, path: str, *, root: Path | None = None, source: str = "a PersistentVolume") -> Path:
+    """The host folder standing in for `server:path`, always inside `root`.
+
+    Both come from the repo under test and the drill mounts and seeds the folder as root, so a
+    server or path that would leave the stand-in root (`..`, `/`, a symlink out) is refused.
+    """
+    root = (root or nfs_root())
+    remedy = ("an NFS PersistentVolume needs spec.nfs.server (a host name or address) and spec.nfs.path "
+              "(an absolute export path without '..')")
+    if not _NFS_SERVER.match(server) or server in (".", ".."):
+        raise ConfigError(f"{source}: spec.nfs.server {server!r} is not a host name or address", remedy=remedy)
+    parts = PurePosixPath(path).parts
+    if not path.startswith("/") or ".." in parts:
+        raise ConfigError(f"{source}: spec.nfs.path {path!r} is not an absolute export path without '..'",
+                          remedy=remedy)
+    host = root.joinpath(server.strip("[]"), *parts[1:])
+    resolved_root = root.resolve()
+    if not host.resolve().is_relative_to(resolved_root):
+        raise ConfigError(f"{source}: spec.nfs {server}:{path} resolves to {host.resolve()}, outside the NFS "
+                          f"stand-in root {resolved_root}", remedy=f"remove the symlink under {resolved_root}")
+    return host
+
+
+def rewrite_nfs_volumes(documents: list[Any], *, root: Path, source: str = "manifest") -> list[str]:
+    """Turn NFS PersistentVolumes in `documents` into hostPath ones (in place); what was changed."""
+    changed = []
+    for doc in documents:
+        if not (isinstance(doc, dict) and doc.get("kind") == "PersistentVolume"):
+            continue
+        spec = doc.get("spec") or {}
+        nfs = spec.get("nfs")
+        if not isinstance(nfs, dict):
+            continue
+        name = doc.get("metadata", {}).get("name")
+        host = nfs_host_path(str(nfs.get("server", "")), str(nfs.get("path", "")), root=root,
+                             source=f"{source}: PersistentVolume {name}")
+        del spec["nfs"]
+        spec["hostPath"] = {"path": str(host), "type": "DirectoryOrCreate"}
+        doc.setdefault("metadata", {}).setdefault("labels", {})[STANDIN_LABEL] = "nfs"
+        changed.append(f"PersistentVolume {doc.get('metadata', {}).get('name')}: NFS {nfs.get('server')}:"
+                       f"{nfs.get('path')} served from host folder {host}")
+    return changed
+
+
+def rewrite_cnpg_images(documents: list[Any], *, image: str) -> list[str]:
+    """Point CNPG Clusters at `image` (in place); what was changed."""
+    changed = []
+    for doc in documents:
+        if not (isinstance(doc, dict) and doc.get("kind") == "Cluster"
+                and str(doc.get("apiVersion", "")).startswith("postgresql.cnpg.io/")):
+            continue
+        spec = doc.setdefault("spec", {})
+        before = spec.get("imageName") or "(the operator's default)"
+        if before == image:
+            continue
+        spec["imageName"] = image
+        changed.append(f"CNPG Cluster {doc.get('metadata', {}).get('name')}: image {before} replaced by {image}"
+                       " (the PostgreSQL the drill cluster has; a different major version than the repo's may "
+                       "behave differently)")
+    return changed
+
+
+def disarm_cnpg_backups(documents: list[Any]) -> list[str]:
+    """A drill cluster must never write into the repo's real backup destinations: CNPG Clusters lose
+    `spec.backup` and `spec.plugins` (their WAL archive and base backups go to production's bucket,
+    and a PGDATA restored from production carries no empty-archive check), ScheduledBackups are
+    suspended (in place); what was changed."""
+    changed = []
+    for doc in documents:
+        if not (isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith("postgresql.cnpg.io/")):
+            continue
+        spec = doc.setdefault("spec", {}) if isinstance(doc.get("spec", {}), dict) else {}
+        name = (doc.get("metadata") or {}).get("name")
+        if doc.get("kind") == "Cluster":
+            dropped = [key for key in ("backup", "plugins") if spec.pop(key, None) is not None]
+            if dropped:
+                changed.append(f"CNPG Cluster {name}: spec.{' and spec.'.join(dropped)} removed (they point at the "
+                               "repo's real backup destination, which a drill must never write to)")
+        elif doc.get("kind") == "ScheduledBackup" and spec.get("suspend") is not True:
+            spec["suspend"] = True
+            changed.append(f"CNPG ScheduledBackup {name}: suspended (a drill must never write to the repo's real "
+                           "backup destination)")
+    return changed
+
+
+# Content no file served to the cluster may hold: the git server answers every pod, unauthenticated.
+SECRET_KEY_MARKERS: tuple[tuple[str, str], ...] = (
+    ("AGE-SECRET-KEY-1", "an age secret key"),
+    ("-----BEGIN OPENSSH PRIVATE KEY", "an SSH private key"),
+    ("PRIVATE KEY-----", "a private key (PEM)"),
+)
+
+
+def published_files(repo: Path) -> tuple[list[Path], str | None]:
+    """The files of `repo` to publish, relative to it: what git tracks (a file in the working tree
+    that git does not track, a kubeconfig or a key, stays on the host), and a note when `repo` is
+    no git checkout and every file is taken."""
+    git = shutil.which("git")
+    if git is not None:
+        listed = subprocess.run([git, "-C", str(repo), "ls-files", "-z", "--cached", "--", "."],
+                                capture_output=True, timeout=timeout("command"), check=False)
+        if listed.returncode == 0:
+            names = [name for name in listed.stdout.decode().split("\0") if name]
+            return sorted(Path(n) for n in names if (repo / n).is_file() and not (repo / n).is_symlink()), None
+    files = sorted(p.relative_to(repo) for p in repo.rglob("*") if p.is_file() and ".git" not in p.parts)
+    return files, f"{repo} is not a git checkout: every file under it is published to the drill's git server"
+
+
+def secret_key_in(path: Path) -> str | None:
+    """What secret key `path` holds in plain text, if any."""
+    try:
+        text = path.read_bytes()[:1_000_000].decode(errors="replace")
+    except OSError:
+        return None
+    return next((what for marker, what in SECRET_KEY_MARKERS if marker in text), None)
+
+
+def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None,
+                     withheld: Sequence[Path] = ()) -> list[str]:
+    """Copy what git tracks of `repo` to `target` with the stand-ins applied; the stand-ins made.
+
+    The age key files (`*.agekey` and `withheld`) are never copied: the key reaches the cluster only
+    as the Secret kustomize-controller decrypts with. Any other file holding a secret key in plain
+    text is refused, naming it, rather than served to every pod.
+    """
+    target.mkdir(parents=True, exist_ok=True)
+    files, note = published_files(repo)
+    notes: list[str] = [note] if note else []
+    kept_back = {p.resolve() for p in withheld}
+    for relative in files:
+        source = repo / relative
+        if relative.suffix == ".agekey" or source.resolve() in kept_back:
+            continue
+        held = secret_key_in(source)
+        if held is not None:
+            raise ConfigError(f"{source} holds {held} in plain text; the drill would serve it to every pod of the "
+                              "drill cluster through its git server", remedy=f"remove {relative} from the repo "
+                              "(or encrypt it with SOPS); give the drill's age key with --sops-age-key")
+        destination = target / relative
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(source, destination)
+    for path in iter_yaml_files(target):
+        text = path.read_text()
+        nfs_volume = "nfs:" in text and "PersistentVolume" in text
+        cnpg = "postgresql.cnpg.io/" in text
+        if not (nfs_volume or cnpg) or "sops:" in text:
+            continue
+        documents = list(yaml.safe_load_all(text))
+        changed = rewrite_nfs_volumes(documents, root=nfs, source=str(path.relative_to(target)))
+        changed += disarm_cnpg_backups(documents)
+        if cnpg_image is not None:
+            changed += rewrite_cnpg_images(documents, image=cnpg_image)
+        if changed:
+            path.write_text(yaml.safe_dump_all(documents, sort_keys=False))
+            notes += [f"{path.relative_to(target)}: {note}" for note in changed]
+    return notes
+
+
+@dataclass
+class GitOpsDeployment:
+    """The repo under test served to Flux in one drill cluster, and the apps deployed from it."""
+
+    ctx: PlatformContext
+    flux: Flux
+    catalogue: Catalogue
+    run_id: str
+    worker_id: str
+    sops_age_key: Path | None
+    standins: list[str] = field(default_factory=list)
+    out: Callable[[str], None] = print
+    # Whether no other live session uses this cluster: only then are an earlier run's leftovers removed.
+    sole_user: Callable[[], bool] = lambda: False
+
+    # ---- once per session ---------------------------------------------------------------------
+    def publish(self) -> None:
+        """Serve the repo (with stand-ins) and create the GitRepository the ks.yaml files name."""
+        with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
+            tree = Path(scratch) / "repo"
+            cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.provider == "local" else None
+            withheld = [self.sops_age_key] if self.sops_age_key else []
+            self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image,
+                                              withheld=withheld)
+            (tree / EMPTY_PATH).mkdir(parents=True)
+            (tree / EMPTY_PATH / "kustomization.yaml").write_text(
+                "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
+            url = self.flux.publish_repository(tree, repo="gitops")
+        for source in self.source_names():
+            self.flux.create_git_repository(name=source, url=url)
+            self.flux.request_reconcile(source, plural="gitrepositories")
+            self.flux.wait_for_source_ready(source)
+        self._sops_secrets()
+
+    def source_names(self) -> list[str]:
+        names = {str((k.manifest.get("spec", "sourceRef", "name")) or "flux-system")
+                 for app in self.catalogue.apps for k in app.kustomizations}
+        return sorted(names)
+
+    def _sops_secrets(self) -> None:
+        names = {str(k.manifest.get("spec", "decryption", "secretRef", "name"))
+                 for app in self.catalogue.apps for k in app.kustomizations
+                 if k.manifest.get("spec", "decryption", "secretRef", "name")}
+        if not names:
+            return
+        key = self.sops_age_key
+        if key is None or not key.is_file():
+            where = f" ({key} does not exist)" if key else ""
+            raise ConfigError(
+                f"the repo's Flux Kustomizations decrypt SOPS secrets with {sorted(names)}, and no age key was "
+                f"given{where}", remedy="pass the age private key file with --sops-age-key (or sops_age_key in "
+                "the drill config); it is stored only in the drill cluster's flux-system Secret")
+        data = key.read_text()
+        self.ctx.apply([{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+                         "metadata": {"name": name, "namespace": self.flux.namespace, "labels": labels("flux")},
+                         "stringData": {SOPS_KEY_NAME: data}} for name in sorted(names)])
+
+    def install_gateway_api(self, velero: Velero) -> None:
+        """The Gateway API CRDs; Velero is restarted if they are new to it.
+
+        Velero's server refreshes its API discovery every 5 minutes: a Backup taken sooner after a
+        CRD appears silently leaves that CRD's objects out (a drill caught HTTPRoutes missing).
+        """
+        from restoredrill.schemas import fetch_crds
+
+        folders = fetch_crds(pins={"gateway-api": module_pins()["gateway-api"]}, progress=self.out)
+        crds = [crd for folder in folders for crd in read_crds(folder)]
+        known = {crd["metadata"]["name"] for crd in self._crds()}
+        self.ctx.apply(crds)
+        self.standins.append("Gateway API CRDs installed (standard channel); no Gateway implementation runs, so "
+                             "routes are checked as objects, not traffic")
+        if any(crd["metadata"]["name"] not in known for crd in crds):
+            self.ctx.wait_for_crds_established([crd["metadata"]["name"] for crd in crds])
+            velero.restart()
+
+    def _crds(self) -> list[dict[str, Any]]:
+        api = client.ApiextensionsV1Api(self.ctx.api)
+        return self.ctx.as_manifests(api.list_custom_resource_definition().items)
+
+    def alias_storage_classes(self, names: Iterable[str]) -> None:
+        """Create the storage classes the claims name and the cluster lacks, as the default's aliases."""
+        storage = client.StorageV1Api(self.ctx.api)
+        classes = {str(sc["metadata"]["name"]): sc for sc in self.ctx.as_manifests(storage.list_storage_class().items)}
+        default = next((sc for sc in classes.values()
+                        if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"), None)
+        for name in names:
+            if name in classes:
+                continue
+            if default is None:
+                raise ConfigError(f"the apps' claims use storage class {name!r}, which this cluster lacks, and the "
+                                  "cluster has no default class to stand in for it",
+                                  remedy="create the storage class, or mark one default")
+            annotations = {k: v for k, v in (default["metadata"].get("annotations") or {}).items()
+                           if k != DEFAULT_CLASS_ANNOTATION and not k.startswith("kubectl.kubernetes.io/")}
+            body = {"apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                    "metadata": {"name": name, "annotations": annotations, "labels": {STANDIN_LABEL: "storage-class"}},
+                    **{key: default[key] for key in ("provisioner", "parameters", "reclaimPolicy", "volumeBindingMode")
+                       if default.get(key) is not None}}
+            self.ctx.apply([body])
+            self.standins.append(f"StorageClass {name}: alias of the default class {default['metadata']['name']} "
+                                 f"({default['provisioner']})")
+
+    # ---- per app ------------------------------------------------------------------------------
+    def namespace_manifest(self, namespace: str) -> dict[str, Any] | None:
+        for manifest in self.catalogue.manifests:
+            if manifest.kind == "Namespace" and manifest.group == "" and manifest.name == namespace:
+                return manifest.obj
+        return None
+
+    def create_namespace(self, namespace: str, *, kustomizations: Sequence[str] = ()) -> None:
+        """The app's namespace, labelled as this run's (the drill may delete only what it made).
+
+        On a cluster restoredrill made, a namespace an earlier run left (labelled created-by
+        restoredrill, another run id: `--keep-cluster`) is removed first, with its Kustomizations.
+        Anywhere else such a namespace stops the drill (NotOursError).
+        """
+        declared = self.namespace_manifest(namespace) or {}
+        extra = {str(k): str(v) for k, v in ((declared.get("metadata") or {}).get("labels") or {}).items()}
+        try:
+            create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id,
+                                   labels=extra)
+            return
+        except NotOursError:
+            if not (self.ctx.cluster.created_by_us and self._left_by_earlier_run(namespace) and self.sole_user()):
+                raise
+        for name in kustomizations:
+            self.ctx.delete([{"apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
+                              "metadata": {"name": name, "namespace": self.flux.namespace}}], wait=True)
+        found = self.ctx.core.read_namespace(namespace)
+        uid = found.metadata.uid if found.metadata else None
+        self.ctx.core.delete_namespace(namespace, body=client.V1DeleteOptions(
+            preconditions=client.V1Preconditions(uid=uid)))
+        wait_for_namespace_deleted(self.ctx.api, namespace, uid=str(uid),
+                                   timeout=self.ctx.timeout("namespace_deleted"))
+        self.out(f"[drill] removed namespace {namespace} left by an earlier restoredrill run on this cluster")
+        create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id, labels=extra)
+
+    def _left_by_earlier_run(self, namespace: str) -> bool:
+        found = self.ctx.core.read_namespace(namespace)
+        labels_ = (found.metadata.labels if found.metadata else None) or {}
+        return labels_.get(CREATED_BY_LABEL) == CREATED_BY_VALUE and labels_.get(RUN_ID_LABEL) != self.run_id
+
+    def deploy(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Apply the app's Flux Kustomizations as the repo writes them and wait until Ready."""
+        self.satisfy_dependencies(kustomizations)
+        for kustomization in kustomizations:
+            body = {key: value for key, value in kustomization.items() if key != "status"}
+            self.ctx.apply([body])
+        for kustomization in kustomizations:
+            self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
+                                                   pods_in=(kustomization.get("spec") or {}).get("targetNamespace"))
+
+    def apply_suspended(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Create the app's Kustomizations suspended (the runbook's order before a restore: Flux must
+        apply nothing until the data is back), their out-of-app dependencies stood in for."""
+        bodies = []
+        for kustomization in kustomizations:
+            body = {key: value for key, value in kustomization.items() if key != "status"}
+            body["spec"] = {**body.get("spec", {}), "suspend": True}
+            bodies.append(body)
+        self.satisfy_dependencies(bodies)
+        self.ctx.apply(bodies)
+
+    def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:
+        the drill cluster runs CNPG, Velero and the object store without the repo's HelmReleases)."""
+        own = {str(k["metadata"]["name"]) for k in kustomizations}
+        for kustomization in kustomizations:
+            home = str(kustomization["metadata"].get("namespace") or self.flux.namespace)
+            for dependency in (kustomization.get("spec") or {}).get("dependsOn") or []:
+                name, namespace = str(dependency.get("name")), str(dependency.get("namespace") or home)
+                if name in own or self.ctx.get_object(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations",
+                                                      namespace, name):
+                    continue
+                source = (kustomization.get("spec") or {}).get("sourceRef") or {}
+                self.ctx.apply([{
+                    "apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
+                    "metadata": {"name": name, "namespace": namespace, "labels": {STANDIN_LABEL: "dependency"}},
+                    "spec": {"interval": "1h", "path": f"./{EMPTY_PATH}", "prune": False,
+                             "sourceRef": {"kind": "GitRepository", "name": str(source.get("name", "flux-system")),
+                                           "namespace": str(source.get("namespace") or home)}}}])
+                Flux(self.ctx, namespace=namespace).wait_for_kustomization_ready(name)
+                self.standins.append(f"Kustomization {namespace}/{name} (a dependency of "
+                                     f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
+                                     "provides what it deploys")

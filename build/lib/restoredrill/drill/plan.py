@@ -1,0 +1,130 @@
+"""What a namespace drill will do for one app, read from the catalogue (pure, unit-tested).
+
+The plan names the app's namespace, its Flux Kustomizations (as written in its ks.yaml), the
+Velero Schedule whose template the drill backs up with (the one the nightly run would use), its
+claims, and its databases: in-pod MySQL/MariaDB (the runbook's pricebuddy) and CNPG Clusters
+(immich). A plan that cannot be drilled (no Schedule covers the namespace) is an error that
+names the fix, raised before anything is touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from restoredrill.catalogue import App, Catalogue, Schedule, Workload, dig
+from restoredrill.errors import ConfigError
+from restoredrill.velero_semantics import EXCLUDES_ANNOTATION, runs_database_server
+
+
+@dataclass(frozen=True)
+class MysqlDatabase:
+    """An in-pod MySQL/MariaDB: the workload, its container and how to reach it."""
+
+    workload: str  # Deployment/StatefulSet name
+    container: str
+    selector: Mapping[str, str]  # the pod labels
+    database: str
+    claims: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class AppPlan:
+    app: str
+    namespace: str
+    kustomizations: tuple[dict[str, Any], ...]  # the ks.yaml objects, as the repo writes them
+    schedule: dict[str, Any]  # the Velero Schedule (manifest shape) the backup is made from
+    schedule_source: str  # file:line of the Schedule
+    claims: tuple[str, ...]  # PVCs the app's manifests declare
+    excluded_volumes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> pod volumes
+    mysql: tuple[MysqlDatabase, ...] = ()
+    cnpg_clusters: tuple[str, ...] = ()
+    cnpg_databases: Mapping[str, str] = field(default_factory=dict)  # cluster -> application database
+    storage_classes: tuple[str, ...] = ()
+
+    @property
+    def kustomization_names(self) -> tuple[str, ...]:
+        return tuple(str(k["metadata"]["name"]) for k in self.kustomizations)
+
+    @property
+    def database_claims(self) -> frozenset[str]:
+        """Claims whose bytes a running database changes: verified by their rows, not file checksums."""
+        return frozenset(claim for db in self.mysql for claim in db.claims)
+
+
+def schedule_for(catalogue: Catalogue, namespace: str) -> Schedule | None:
+    """The Schedule whose template backs up `namespace` (explicitly named, the runbook's way)."""
+    for schedule in catalogue.schedules:
+        if namespace in (schedule.template.get("includedNamespaces") or []):
+            return schedule
+    return None
+
+
+def _env(container: Mapping[str, Any], name: str) -> str | None:
+    for item in container.get("env") or []:
+        if isinstance(item, dict) and item.get("name") == name and isinstance(item.get("value"), str):
+            return str(item["value"])
+    return None
+
+
+def _mysql(workload: Workload) -> list[MysqlDatabase]:
+    found = []
+    for container in workload.containers:
+        if runs_database_server(kind=workload.manifest.kind, image=container.image) != "mysql":
+            continue
+        spec = dig(workload.manifest.obj, container.field_path) or {}
+        database = _env(spec, "MARIADB_DATABASE") or _env(spec, "MYSQL_DATABASE") or "restoredrill"
+        mounted = {str(m.get("name")) for m in spec.get("volumeMounts") or [] if isinstance(m, dict)}
+        pod_spec = dig(workload.manifest.obj, (*workload.pod_template_path, "spec")) or {}
+        claims = tuple(
+            str(v["persistentVolumeClaim"]["claimName"]) for v in pod_spec.get("volumes") or []
+            if isinstance(v, dict) and v.get("name") in mounted and isinstance(v.get("persistentVolumeClaim"), dict))
+        found.append(MysqlDatabase(workload=workload.manifest.name, container=container.name,
+                                   selector=dict(workload.pod_labels), database=database, claims=claims))
+    return found
+
+
+def storage_classes_of(catalogue: Catalogue, namespace: str) -> tuple[str, ...]:
+    """The storage classes the claims of `namespace` name."""
+    return tuple(sorted({c.storage_class for c in catalogue.volume_claims
+                         if c.namespace == namespace and c.storage_class}))
+
+
+def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
+    schedule = schedule_for(catalogue, app.namespace)
+    if schedule is None:
+        raise ConfigError(
+            f"app {app.name}: no Velero Schedule in the repo backs up namespace {app.namespace!r}, so there is "
+            "no nightly backup to drill",
+            remedy=f"add a Schedule with spec.template.includedNamespaces: [{app.namespace}] (runbook: Adding a "
+            f"Backup Schedule), or set apps.{app.name}.backup_required: false in the drill config")
+    if not app.kustomizations:
+        raise ConfigError(f"app {app.name}: {app.directory}/ks.yaml holds no Flux Kustomization",
+                          remedy="the drill deploys and suspends the app through its Kustomization")
+    workloads = [w for w in catalogue.workloads if w.manifest.namespace == app.namespace and w.manifest.deployed_by]
+    claims = tuple(sorted({c.name for c in catalogue.volume_claims
+                           if c.namespace == app.namespace and c.origin == "PersistentVolumeClaim"}))
+    excluded = {w.manifest.name: tuple(v.strip() for v in w.pod_annotations.get(EXCLUDES_ANNOTATION, "").split(",")
+                                       if v.strip())
+                for w in workloads if w.pod_annotations.get(EXCLUDES_ANNOTATION)}
+    clusters = [c for c in catalogue.cnpg_clusters if c.namespace == app.namespace]
+    databases = {c.name: str(c.manifest.get("spec", "bootstrap", "initdb", "database") or "app") for c in clusters}
+    return AppPlan(
+        app=app.name, namespace=app.namespace,
+        kustomizations=tuple(k.manifest.obj for k in app.kustomizations),
+        schedule=schedule.manifest.obj if not schedule.from_helm_values else {
+            "metadata": {"name": schedule.name, "namespace": schedule.namespace}, "spec": schedule.spec},
+        schedule_source=str(schedule.location()),
+        claims=claims, excluded_volumes=excluded,
+        mysql=tuple(db for w in workloads for db in _mysql(w)),
+        cnpg_clusters=tuple(c.name for c in clusters), cnpg_databases=databases,
+        storage_classes=storage_classes_of(catalogue, app.namespace),
+    )
+
+
+def drillable_apps(catalogue: Catalogue, *, skip: Sequence[str] = ()) -> list[App]:
+    """Apps with state to restore: at least one claim or CNPG Cluster, not listed in `skip`."""
+    stateful = {c.namespace for c in catalogue.volume_claims} | {c.namespace for c in catalogue.cnpg_clusters}
+    return [app for app in catalogue.apps if app.namespace in stateful and app.name not in skip
+            and app.namespace not in skip]
