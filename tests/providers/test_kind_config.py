@@ -255,7 +255,7 @@ def test_kind_config_ships_inside_the_package() -> None:
     import tomllib
 
     package = Path(kind.__file__).resolve().parents[1]
-    assert kind.KIND_CONFIG_DIR == package / "kind-config"
+    assert package / "kind-config" == kind.KIND_CONFIG_DIR
     assert kind.DEFAULT_CONFIG.is_file() and kind.LOCAL_STORAGE_CLASS_MANIFEST.is_file()
     pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["restoredrill"]
