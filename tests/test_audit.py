@@ -369,8 +369,31 @@ def shifted(value: Any, *, by: timedelta) -> Any:
     return value
 
 
+class _AtNow(datetime):
+    """The audit module's clock stopped at NOW (12:00): its Schedules' cron phases then hold at any
+    hour the test runs (shifting the objects to the real time cannot: `0 2 * * *` is wall-clock)."""
+
+    @classmethod
+    def now(cls, tz: Any = None) -> _AtNow:
+        return cls.fromtimestamp(NOW.timestamp(), tz=tz or UTC)
+
+
+@pytest.fixture(autouse=True)
+def audit_clock_at_now(monkeypatch: pytest.MonkeyPatch) -> None:
+    import restoredrill.audit as audit_module
+
+    monkeypatch.setattr(audit_module, "datetime", _AtNow)
+
+
 def now_objects() -> dict[str, list[dict[str, Any]]]:
-    # The 02:00 backup of today, whatever the time now: ten hours before 12:00.
+    # The cluster as a reader auditing at NOW sees it (the audit's own clock reads NOW).
+    return healthy()
+
+
+def real_time_objects() -> dict[str, list[dict[str, Any]]]:
+    """For an audit in another process (its clock is the real one): every age kept by moving the
+    objects to the real time. A Schedule's cron phase cannot move with them, so its RPO may fail
+    at some hours: use only where the Schedules check fails anyway."""
     real_now = datetime.now(UTC).replace(microsecond=0)
     return shifted(healthy(), by=real_now - NOW)  # type: ignore[no-any-return]
 
@@ -411,7 +434,7 @@ def test_the_audit_suite_reports_a_paused_schedule(pytester: pytest.Pytester, mo
     paused Schedule's failing, the reports written, and nothing but reads sent."""
     monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
     user_project(pytester.path, repo=False)
-    objects = now_objects()
+    objects = real_time_objects()
     objects["schedules"][0]["spec"]["paused"] = True
     with running_fake_apiserver() as server:
         serve(server, objects)
