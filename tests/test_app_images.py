@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -94,7 +95,8 @@ def factory(catalogue: Catalogue, provider: FakeProvider) -> Callable[[App], Nam
     loader = drills.app_image_loader(cast(Any, provider), catalogue, images, out=lambda line: None)
     inert = cast(Any, object())
     config = DrillConfig(gitops_repo=PROJECT_ROOT, reports_dir=PROJECT_ROOT / "reports")
-    return drills._factory(cast(Any, FakeGitOps()), inert, inert, inert, inert, catalogue, "run1", images, loader,
+    ctx = cast(Any, SimpleNamespace(cluster=SimpleNamespace(notes=())))
+    return drills._factory(cast(Any, FakeGitOps()), ctx, inert, inert, inert, catalogue, "run1", images, loader,
                            made, config)
 
 
@@ -204,8 +206,10 @@ def gitops_deployment():
 
 
 @pytest.fixture(scope="session")
-def platform_context():
-    return object()
+def platform_context(cluster):
+    from types import SimpleNamespace
+
+    return SimpleNamespace(cluster=cluster)
 
 
 @pytest.fixture(scope="session")

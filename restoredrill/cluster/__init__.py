@@ -27,6 +27,13 @@ class ClusterHandle:
     # Stand-ins and fix-ups of the cluster itself (a locally assembled kind node image), disclosed in
     # every drill's report.
     notes: tuple[str, ...] = ()
+    # True where no image can be pulled (local; kind with a node image assembled here): every image
+    # the drill runs is built here, the repo's own ones replaced by stand-ins. Unset: local only.
+    offline: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.offline is None:
+            object.__setattr__(self, "offline", self.provider == "local")
 
 
 class ClusterProvider(abc.ABC):

@@ -418,6 +418,7 @@ class KindCluster(ClusterProvider):
             created_by_us=self._created,
             log_dir=self.log_dir,
             notes=tuple(self.notes),
+            offline=self.offline,
         )
 
     def up(self) -> ClusterHandle:

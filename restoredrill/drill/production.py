@@ -472,7 +472,7 @@ class ProductionDrill(NamespaceDrill):
         if problem:
             self.rpo_problems.append(problem)
         self.record.notes.append(f"drilled production backup {_describe(backup)}, chosen as {self.settings.choice}")
-        if self.ctx.cluster.provider != "local":
+        if not self.ctx.cluster.offline:
             return  # elsewhere the restored Cluster runs production's own image
         drill_image = str(self.ctx.images.get("postgresql", ""))
         self.fail([p for cluster in self.plan.cnpg_clusters

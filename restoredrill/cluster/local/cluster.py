@@ -92,7 +92,7 @@ class LocalCluster(ClusterProvider):
     # ---- public API ------------------------------------------------------------------------
     def handle(self) -> ClusterHandle:
         return ClusterHandle(provider=self.name, name=self.config.name, kubeconfig=self.layout.kubeconfig,
-                             context=self.config.name, created_by_us=True, log_dir=self.layout.logs)
+                             context=self.config.name, created_by_us=True, log_dir=self.layout.logs, offline=True)
 
     def up(self) -> ClusterHandle:
         """Start the cluster (or reuse a kept, healthy one) and return once the node is Ready.
