@@ -35,6 +35,21 @@ MANAGED_BY_VALUE = "restoredrill"
 
 # Container waiting reasons that never fix themselves: report at once, naming the image.
 IMAGE_FAILURES = frozenset({"ErrImagePull", "ImagePullBackOff", "ErrImageNeverPull", "InvalidImageName"})
+# A pull that failed for a reason that passes (a registry's rate limit, as Docker Hub's anonymous
+# pulls hit with two clusters at once; a timeout; a 5xx): the kubelet retries it with back-off
+# (ImagePullBackOff, up to 5 minutes apart), so the wait goes on and, if it runs out, names the
+# registry's message. Any other pull failure (no such image, access denied, no registry at all) is final.
+TRANSIENT_PULL_MARKERS = ("429", "toomanyrequests", "too many requests", "rate limit", "i/o timeout",
+                          "tls handshake timeout", "unexpected eof", "connection reset", "503 service unavailable",
+                          "502 bad gateway", "504 gateway", "context deadline exceeded")
+
+
+def pull_failure_is_transient(message: str) -> bool:
+    """Whether a pull failure's message (the kubelet's, with the registry's words) says to try again."""
+    lowered = message.lower()
+    return any(marker in lowered for marker in TRANSIENT_PULL_MARKERS)
+
+
 CRASH_FAILURES = frozenset({"CrashLoopBackOff", "CreateContainerConfigError", "CreateContainerError",
                             "RunContainerError"})
 
@@ -225,12 +240,21 @@ def pod_is_ready(pod: client.V1Pod) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
 
 
+def _tail(message: str, limit: int = 240) -> str:
+    """The end of a long message (a registry's own words come last in the kubelet's)."""
+    message = message.strip()
+    return message if len(message) <= limit else "..." + message[-limit:]
+
+
 def describe_pod(pod: client.V1Pod) -> str:
     status = pod.status
     if status is None:
         return "no status"
     waiting = [
         f"{c.name}: {c.state.waiting.reason}"
+        # A pull being retried: the registry's own words, so a wait that runs out names them.
+        + (f" [{_tail(c.state.waiting.message)}]" if c.state.waiting.reason in IMAGE_FAILURES
+           and c.state.waiting.message else "")
         for c in (status.init_container_statuses or []) + (status.container_statuses or [])
         if c.state is not None and c.state.waiting is not None and c.state.waiting.reason
     ]
@@ -247,6 +271,9 @@ def check_pods_can_start(pods: Iterable[client.V1Pod]) -> None:
             waiting = container.state.waiting if container.state is not None else None
             if waiting is None or not waiting.reason:
                 continue
+            if waiting.reason in ("ErrImagePull", "ImagePullBackOff") and pull_failure_is_transient(
+                    waiting.message or ""):
+                continue  # the kubelet pulls again with back-off; the wait's own limit bounds it
             if waiting.reason in IMAGE_FAILURES:
                 raise ImageMissingError(
                     container.image, pod=pod_name(pod), reason=waiting.reason,

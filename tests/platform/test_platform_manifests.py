@@ -18,6 +18,7 @@ from restoredrill.platform.base import (
     ImageMissingError,
     PlatformError,
     check_pods_can_start,
+    describe_pod,
     image_ref,
 )
 from restoredrill.platform.cnpg import backup_manifest, cluster_manifest, customize_operator
@@ -355,10 +356,11 @@ def test_pod_volume_restores_wait_for_the_expected_count() -> None:
 
 
 # ---- fail-fast pod checks ------------------------------------------------------------------------
-def pod_waiting(reason: str, *, image: str = "example.test/missing:1", restarts: int = 0) -> client.V1Pod:
+def pod_waiting(reason: str, *, image: str = "example.test/missing:1", restarts: int = 0,
+                message: str = "not found") -> client.V1Pod:
     status = client.V1ContainerStatus(
         name="c", image=image, image_id="", ready=False, restart_count=restarts,
-        state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason=reason, message="not found")))
+        state=client.V1ContainerState(waiting=client.V1ContainerStateWaiting(reason=reason, message=message)))
     return client.V1Pod(metadata=client.V1ObjectMeta(name="p", namespace="ns"),
                         status=client.V1PodStatus(phase="Pending", container_statuses=[status]))
 
@@ -368,6 +370,35 @@ def test_a_missing_image_is_named(reason: str) -> None:
     with pytest.raises(ImageMissingError, match=r"example\.test/missing:1") as raised:
         check_pods_can_start([pod_waiting(reason)])
     assert raised.value.image == "example.test/missing:1"
+
+
+# What the kubelet reports (containerd's words, with the registry's), for a limit and for no image.
+RATE_LIMITED = ('failed to pull and unpack image "docker.io/library/mariadb:11.4.5": failed to copy: httpReadSeeker: '
+                'failed open: unexpected status code https://registry-1.docker.io/v2/library/mariadb/manifests/'
+                'sha256:0f: 429 Too Many Requests - Server message: toomanyrequests: You have reached your pull rate '
+                'limit.')
+NO_SUCH_IMAGE = ('failed to pull and unpack image "ghcr.io/example/app:v9": failed to resolve reference '
+                 '"ghcr.io/example/app:v9": ghcr.io/example/app:v9: not found')
+NO_REGISTRY = ('failed to pull and unpack image "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z": failed to resolve '
+               'reference: failed to do request: Head "https://quay.io/v2/minio/minio/manifests/x": dial tcp: lookup '
+               'quay.io on 172.18.0.1:53: no such host')
+
+
+@pytest.mark.parametrize("reason", ["ErrImagePull", "ImagePullBackOff"])
+def test_a_rate_limited_pull_is_waited_for_and_its_message_kept(reason: str) -> None:
+    pod = pod_waiting(reason, message=RATE_LIMITED)
+
+    check_pods_can_start([pod])  # not final: the kubelet pulls again with back-off
+
+    assert "429 Too Many Requests" in describe_pod(pod)
+
+
+@pytest.mark.parametrize("message", [NO_SUCH_IMAGE, NO_REGISTRY])
+def test_a_pull_that_cannot_succeed_is_final_with_the_registrys_words(message: str) -> None:
+    with pytest.raises(ImageMissingError) as raised:
+        check_pods_can_start([pod_waiting("ErrImagePull", message=message)])
+
+    assert message[:120] in str(raised.value)
 
 
 def test_crash_loop_fails_after_restarts_only() -> None:
