@@ -47,14 +47,18 @@ lint: setup
 	$(BIN)/ruff check restoredrill fixtures suites tests bench
 	$(BIN)/mypy
 
-# The kind provider on a real Docker engine: the platform tests and pelican's namespace drill on
-# kind, one cluster per xdist worker (-n 2). Needs a running Docker engine (kind's own requirement);
+# The kind provider on a real Docker engine: the platform tests on kind, one cluster per xdist
+# worker (-n 2). Needs a running Docker engine (kind's own requirement);
 # where no registry is reachable, set RESTOREDRILL_KIND_IMAGE=local (or pass --kind-image local) and
 # the node image and every image are built here. `make test KIND=0` leaves this out, and says so.
 KIND ?= 1
+# Then the nightly workflow's own steps, in order, as its workflow_dispatch with selection=pelican
+# and two workers runs them (.ci/machine/run-nightly-workflow says which steps need GitHub and are
+# not run, and which one is replaced here).
 kind-smoke: setup
-	$(BIN)/pytest tests/platform/test_platform_cluster.py suites/drills/test_namespace_restore.py \
-	  -k "platform_cluster or pelican" --cluster-provider kind -n 2 --reports-dir reports/kind -p no:cacheprovider
+	$(BIN)/pytest tests/platform/test_platform_cluster.py --cluster-provider kind -n 2 \
+	  --reports-dir reports/kind -p no:cacheprovider
+	$(BIN)/python .ci/machine/run-nightly-workflow --selection pelican --workers 2
 
 # The user-facing drills as `make drill` runs them, on a fresh local cluster, cut to what fits CI.
 SMOKE_APPS ?= pelican gatus
