@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from filelock import FileLock
 from kubernetes import client
 from pytest_kind.cluster import KindCluster as PytestKindCluster
 
@@ -37,6 +38,7 @@ from restoredrill.cluster.namespaces import (
 )
 from restoredrill.errors import CommandError, ConfigError, MissingToolError, RestoreDrillError
 from restoredrill.kube import KUBECTL_REMEDY, find_kubectl, load_api_client, run_kubectl
+from restoredrill.pins import cache_dir
 from restoredrill.process import run
 from restoredrill.timeouts import active
 from restoredrill.waits import wait_until
@@ -71,7 +73,8 @@ OWNER_NAMESPACE = "kube-system"
 KIND_REMEDY = (
     f"install kind ({KIND_VERSION}) and put it on PATH, or build it with `restoredrill toolchain --only kind` "
     f"(or `go install sigs.k8s.io/kind@{KIND_VERSION}`); it also needs a running Docker (or Podman) engine. "
-    "restoredrill never downloads it"
+    "restoredrill never downloads a kind release; with Go installed it builds the pinned one from the Go "
+    "module proxy"
 )
 
 
@@ -278,7 +281,8 @@ class PathToolsKindCluster(PytestKindCluster):  # type: ignore[misc]
 
 _DOCKER_REMEDY = (
     "kind needs a running Docker (or Podman, with KIND_EXPERIMENTAL_PROVIDER=podman) engine: "
-    "check `docker info`; for a half-created cluster see `kind get clusters`"
+    "check `docker info`; for a half-created cluster see `kind get clusters`; `make test KIND=0` leaves the "
+    "kind tests out"
 )
 
 
@@ -428,22 +432,32 @@ class KindCluster(ClusterProvider):
         ):
             if not path.is_file():
                 raise ConfigError(f"{what} {path} does not exist", remedy=f"see {KIND_CONFIG_DIR}/README.md")
+        # The node image first (it may take minutes, and waits for another session's build), then
+        # the name: one session at a time decides whether this name exists, is ours, or is made now.
+        config = self.cluster_config()
+        lock_dir = cache_dir() / "locks"
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(lock_dir / f"kind-{self.cluster_name}.lock")):
+            return self._up_locked(config)
+
+    def _up_locked(self, config: Path) -> ClusterHandle:
         cluster = self.pytest_kind
         if cluster.exists():
             cluster.export_kubeconfig()
             self._claim_existing()
             self._prepare()
             return self.handle()
-        config = self.cluster_config()
-        # From here on, whatever exists under this name is ours: a failed `kind create` leaves its
-        # node (--retain) so that its logs can be exported before it is deleted.
-        self._created = True
         try:
-            cluster.create(config_file=config)
-            self._mark_owned()
+            self._created = True  # a failed `kind create` leaves our node (--retain): ours to delete
+            created = cluster.create(config_file=config)
+            if not created:
+                self._created = False  # made by someone else between the look and the create: not ours
+                self._claim_existing()
+            else:
+                self._mark_owned()
             self._prepare()
         except BaseException:
-            if not self.keep:
+            if self._created and not self.keep:
                 try:
                     self._export_logs_and_delete()
                 except RestoreDrillError as cleanup_error:
@@ -466,8 +480,12 @@ class KindCluster(ClusterProvider):
                            + yaml.safe_dump(document, sort_keys=False))
         return derived
 
-    def _owner_data(self) -> dict[str, str]:
-        return {"created-by": "restoredrill", "cluster": self.cluster_name, "run-id": self.run_id}
+    def _owner_data(self, *, kept: bool = False) -> dict[str, str]:
+        # `kept` is written by a `down` that keeps the cluster: only such a cluster is reused (one
+        # without it is in use by another session, or was left by one that crashed).
+        return {"created-by": "restoredrill", "cluster": self.cluster_name, "run-id": self.run_id,
+                "node-image": "local" if self.offline else (self.node_image or "kind-config"),
+                "kept": "true" if kept else "false"}
 
     def _mark_owned(self) -> None:
         literals = [f"--from-literal={key}={value}" for key, value in self._owner_data().items()]
@@ -483,18 +501,42 @@ class KindCluster(ClusterProvider):
                 f"kind cluster {self.cluster_name} exists but does not answer: {error.message.splitlines()[-1]}",
                 remedy=f"delete it (`kind delete cluster --name {self.cluster_name}`) and run again") from error
         data = (json.loads(found).get("data") or {}) if found.strip() else {}
+        delete = f"`kind delete cluster --name {self.cluster_name}`"
         if data.get("created-by") != "restoredrill":
             raise ConfigError(
                 f"kind cluster {self.cluster_name} exists but restoredrill did not create it "
                 f"(no ConfigMap {OWNER_NAMESPACE}/{OWNER_CONFIGMAP} saying so); the drills install a platform "
                 "and delete namespaces, so they will not use it",
-                remedy=f"delete it (`kind delete cluster --name {self.cluster_name}`) if it is a leftover, pick "
-                "another name with --cluster-name, or drill it read-only with --cluster-provider existing",
+                remedy=f"delete it ({delete}) if it is a leftover, pick another name with --cluster-name, or drill "
+                "it read-only with --cluster-provider existing",
             )
-        log.info("reusing kind cluster %s, created by restoredrill run %s", self.cluster_name, data.get("run-id"))
+        if data.get("kept") != "true":
+            raise ConfigError(
+                f"kind cluster {self.cluster_name} was made by restoredrill run {data.get('run-id')} and not kept: "
+                "that session still uses it, or ended without its clean-up",
+                remedy=f"wait for that session, or delete the cluster ({delete}); give concurrent sessions "
+                "different --cluster-name values")
+        mine = "local" if self.offline else (self.node_image or "kind-config")
+        if data.get("node-image") != mine:
+            raise ConfigError(
+                f"kind cluster {self.cluster_name} (kept by run {data.get('run-id')}) runs node image "
+                f"{data.get('node-image')!r}, and this run asks for {mine!r}",
+                remedy=f"delete it ({delete}) or run with the node image it was made with")
+        log.info("reusing kind cluster %s, kept by restoredrill run %s", self.cluster_name, data.get("run-id"))
+        if self.offline:
+            from restoredrill.cluster import kindnode
+
+            self.notes = list(kindnode.OFFLINE_NODE_NOTES)
         self.notes.append(f"reused kind cluster {self.cluster_name} kept by run {data.get('run-id')}")
-        # Ours: the platform is installed on it, and it is deleted at the end unless kept again.
+        # Ours again: the platform is installed on it, and it is deleted at the end unless kept again.
         self._created = True
+        self._write_owner(kept=False)
+
+    def _write_owner(self, *, kept: bool) -> None:
+        literals = [f"--from-literal={key}={value}" for key, value in self._owner_data(kept=kept).items()]
+        manifest = self.pytest_kind.kubectl("create", "configmap", OWNER_CONFIGMAP, "-n", OWNER_NAMESPACE, *literals,
+                                            "--dry-run=client", "-o", "json")
+        self.pytest_kind.kubectl("apply", "-f", "-", input=manifest)
 
     def _prepare(self) -> None:
         self.wait_for_nodes_ready()
@@ -648,6 +690,11 @@ class KindCluster(ClusterProvider):
             log.info("leaving kind cluster %s alone: this provider did not create it", self.cluster_name)
             return
         if self.keep:
+            try:
+                self._write_owner(kept=True)
+            except RestoreDrillError as error:
+                log.warning("could not mark kind cluster %s as kept (a next run will refuse it): %s",
+                            self.cluster_name, error)
             log.info(
                 "keeping kind cluster %s; delete it with `kind delete cluster --name %s`",
                 self.cluster_name,

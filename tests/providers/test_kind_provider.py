@@ -65,14 +65,21 @@ args = [a for a in args if not a.startswith(("--kubeconfig=", "--context="))]
 if args == ["get", "nodes", "-o", "json"]:
     ready = {"type": "Ready", "status": "True", "reason": "KubeletReady"}
     print(json.dumps({"items": [{"metadata": {"name": "n1"}, "status": {"conditions": [ready]}}]}))
-elif args[:2] == ["apply", "-f"]:
+elif args[:2] == ["apply", "-f"] and args[2] != "-":
     document = yaml.safe_load(pathlib.Path(args[2]).read_text())
     state["storageclasses"][document["metadata"]["name"]] = document
     save()
 elif args == ["get", "storageclass", "-o", "json"]:
     print(json.dumps({"items": list(state["storageclasses"].values())}))
 elif args[:5] == ["create", "configmap", "restoredrill-owner", "-n", "kube-system"]:
-    state["owner"] = dict(a.split("=", 1)[1].split("=", 1) for a in args[5:])
+    data = dict(a.split("=", 1)[1].split("=", 1) for a in args[5:] if a.startswith("--from-literal="))
+    if "--dry-run=client" in args:
+        print(json.dumps({"apiVersion": "v1", "kind": "ConfigMap", "data": data}))
+    else:
+        state["owner"] = data
+        save()
+elif args[:3] == ["apply", "-f", "-"]:
+    state["owner"] = json.loads(sys.stdin.read())["data"]
     save()
 elif args[:5] == ["get", "configmap", "restoredrill-owner", "-n", "kube-system"]:
     if state.get("owner"):
@@ -326,9 +333,24 @@ def test_a_kept_cluster_of_ours_is_reused_and_deleted_unless_kept_again(fake_too
     assert heads.count("kind create cluster") == 1
     assert "kind export kubeconfig" in heads
     # The StorageClass is still made right on a reused cluster.
-    assert heads.count("kubectl apply") == 2
+    storage_applies = [call for call in fake_tools.calls() if "apply" in call and "-" not in call]
+    assert len(storage_applies) == 2
+    # Kept by the first run's `down`, claimed again (not kept) by the second.
+    assert fake_tools.state()["owner"]["kept"] == "false"
     second.down()
     assert fake_tools.state()["clusters"] == []
+
+
+def test_a_cluster_of_ours_that_was_not_kept_is_refused_and_left_alone(fake_tools: FakeTools, tmp_path: Path) -> None:
+    # Another session's cluster (or one whose session crashed): made by restoredrill, not kept.
+    provider(tmp_path).up()
+    before = fake_tools.call_heads().count("kind delete cluster")
+
+    with pytest.raises(ConfigError, match="not kept: that session still uses it"):
+        provider(tmp_path).up()
+
+    assert fake_tools.call_heads().count("kind delete cluster") == before
+    assert fake_tools.state()["clusters"] == ["restoredrill-gw1"]
 
 
 def test_a_cluster_of_that_name_we_did_not_create_is_refused_and_left_alone(fake_tools: FakeTools,
