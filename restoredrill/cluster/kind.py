@@ -325,6 +325,10 @@ def offline_config(document: dict[str, Any], reference: str) -> dict[str, Any]:
     from restoredrill.cluster import kindnode
 
     derived: dict[str, Any] = json.loads(json.dumps(document))
+    if len(derived.get("nodes") or [{}]) != 1:
+        raise ConfigError(f"the kind config has {len(derived['nodes'])} nodes; the locally assembled node image "
+                          "brings a single-node bridge network (kindnetd cannot be had offline)",
+                          remedy="use a config with one control-plane node, or a node image from a registry")
     for node in derived.setdefault("nodes", [{"role": "control-plane"}]):
         node["image"] = reference
     networking = derived.setdefault("networking", {})

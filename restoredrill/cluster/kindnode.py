@@ -29,6 +29,7 @@ import shutil
 import subprocess
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 from filelock import FileLock
@@ -83,18 +84,14 @@ ETCD_IMAGE_TAG_SUFFIX = "-0"
 
 
 def kind_module_dir() -> Path:
-    """kind's module source (base-image files), as `go mod download` leaves it."""
+    """kind's module source (its base-image files), from Go's module cache (`go mod download`)."""
+    from restoredrill.process import download_go_module
+
     version = str(load_pins()["modules"]["kind"]["version"])
-    gomodcache = os.environ.get("GOMODCACHE") or str(Path(os.environ.get("GOPATH", Path.home() / "go")) / "pkg/mod")
-    folder = Path(gomodcache) / f"sigs.k8s.io/kind@{version}"
+    folder = Path(download_go_module("sigs.k8s.io/kind", version)["Dir"])
     if not (folder / "images/base/files").is_dir():
-        go = shutil.which("go")
-        if go is None:
-            raise MissingToolError("go", remedy="install Go (apt-get install golang-go) to fetch kind's module")
-        subprocess.run([go, "mod", "download", f"sigs.k8s.io/kind@{version}"], check=True, capture_output=True,
-                       timeout=600, env={**os.environ, "GOFLAGS": "-mod=mod"})
-    if not (folder / "images/base/files").is_dir():
-        raise MissingToolError(str(folder), remedy=f"run `go mod download sigs.k8s.io/kind@{version}`")
+        raise MissingToolError(str(folder / "images/base/files"),
+                               remedy=f"`go clean -modcache` and fetch sigs.k8s.io/kind@{version} again")
     return folder
 
 
@@ -151,9 +148,13 @@ class NodeImageBuilder:
             else:
                 spec = static_binary_image(reference, binary, path=f"/usr/local/bin/{name}")
             dest = self.cache / "images" / f"kind-{name}.tar"
-            if not dest.is_file() or dest.stat().st_mtime < binary.stat().st_mtime:
+            key = dest.with_suffix(".key")
+            wanted = json.dumps([reference, str(binary), binary.stat().st_mtime, binary.stat().st_size,
+                                 KUBE_PROXY_PACKAGES if name == "kube-proxy" else ()])
+            if not dest.is_file() or not key.is_file() or key.read_text() != wanted:
                 self.out(f"[kind-node] writing image {reference}")
                 write_oci_archive(spec, dest)
+                key.write_text(wanted)
             archives.append(dest)
         return archives
 
@@ -247,8 +248,15 @@ class NodeImageBuilder:
             digest.update(str(int(archive.stat().st_mtime)).encode())
         for name in ("kubeadm", "kubelet", "kubectl", "crictl"):
             digest.update(str(self.toolchain.binary(name).stat().st_mtime).encode())
-        digest.update(json.dumps(CNI_CONFIG, sort_keys=True).encode())
-        digest.update((CONTAINERD_DROP_IN + OOM_SCORE_SCRIPT).encode())
+        # What shapes the root filesystem: this module's code (the files it writes, the units it
+        # enables), kind's base files, the storage manifest and the package lists.
+        digest.update(Path(__file__).read_bytes())
+        files = kind_module_dir() / "images/base/files"
+        for path in sorted(files.rglob("*")):
+            if path.is_file():
+                digest.update(str(path.relative_to(files)).encode() + path.read_bytes())
+        digest.update(self._storage_manifest().encode())
+        digest.update(" ".join((*NODE_PACKAGES, *KUBE_PROXY_PACKAGES)).encode())
         digest.update((root / ".restoredrill-rootfs").read_bytes())
         return f"{NODE_REPOSITORY}:{_versions()['kubernetes']}-{digest.hexdigest()[:12]}"
 
@@ -280,7 +288,11 @@ class NodeImageBuilder:
         self._docker(["import", "--change", 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]',
                       "--change", "ENV container=docker", "-", base],
                      stdin=tar.stdout, timeout=900)
-        tar.wait()
+        if tar.wait() != 0:
+            subprocess.run([self.docker, "rmi", base], capture_output=True, timeout=120)
+            raise CommandError(["tar", "-C", str(root), "-c", "."], returncode=tar.returncode,
+                               output="the root filesystem could not be read whole; nothing was kept",
+                               remedy=f"check {root} (or remove it to rebuild it)")
         container = f"restoredrill-kind-build-{os.getpid()}"
         self._docker(["run", "-d", "--privileged", "--entrypoint=sleep", f"--name={container}", base, "infinity"])
         try:
@@ -302,12 +314,22 @@ class NodeImageBuilder:
         self._remove_older(reference)
         return reference
 
+    def _age_s(self, image: str) -> float:
+        done = subprocess.run([self.docker, "image", "inspect", image, "--format", "{{.Created}}"],
+                              capture_output=True, text=True, timeout=60)
+        try:  # "2026-12-02T03:20:11.123456789Z": seconds are enough
+            created = datetime.strptime(done.stdout.strip()[:19], "%Y-%m-%dT%H:%M:%S").replace(tzinfo=UTC)
+        except ValueError:
+            return 0.0
+        return (datetime.now(UTC) - created).total_seconds()
+
     def _remove_older(self, keep: str) -> None:
-        """Drop earlier builds of our node image (about 1 GB each); one a container still runs stays."""
+        """Drop earlier builds of our node image (about 1 GB each), an hour old or more (another
+        session may be about to start a cluster from a fresh one); one a container runs stays."""
         listed = subprocess.run([self.docker, "images", NODE_REPOSITORY, "--format", "{{.Repository}}:{{.Tag}}"],
                                 capture_output=True, text=True, timeout=60)
         for image in listed.stdout.split():
-            if image != keep and image.startswith(f"{NODE_REPOSITORY}:"):
+            if image != keep and image.startswith(f"{NODE_REPOSITORY}:") and self._age_s(image) > 3600:
                 removed = subprocess.run([self.docker, "rmi", image], capture_output=True, text=True, timeout=120)
                 if removed.returncode == 0:
                     self.out(f"[kind-node] removed the earlier build {image}")

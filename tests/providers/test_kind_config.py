@@ -260,3 +260,10 @@ def test_kind_config_ships_inside_the_package() -> None:
     pyproject = tomllib.loads((package.parent / "pyproject.toml").read_text())
     patterns = pyproject["tool"]["setuptools"]["package-data"]["restoredrill"]
     assert "**/*.yaml" in patterns
+
+
+def test_offline_config_refuses_more_than_one_node() -> None:
+    two = {**load(kind.DEFAULT_CONFIG), "nodes": [{"role": "control-plane"}, {"role": "worker"}]}
+
+    with pytest.raises(ConfigError, match="2 nodes; the locally assembled node image brings a single-node"):
+        kind.offline_config(two, "restoredrill.local/kind-node:x")
