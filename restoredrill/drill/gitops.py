@@ -10,7 +10,11 @@ What the drill cluster lacks is stood in, and every stand-in is recorded so the 
   host folder that outlives the cluster, as the runbook's NFS server outlives its cluster;
 - the Gateway API CRDs are installed when an app has routes;
 - on the local provider, CNPG Clusters run the platform's PostgreSQL image (Debian's 15), whatever
-  image and major version the repo names (nothing can be pulled there).
+  image and major version the repo names (nothing can be pulled there);
+- secrets the drill cannot have get generated values (`secretstandins`): ExternalSecrets become plain
+  Secrets; without an age key, SOPS files are served without encryption and the Kustomizations lose
+  `spec.decryption`; `postBuild.substituteFrom` objects of either kind, or missing from the repo, become
+  values in `postBuild.substitute`.
 Only what git tracks is published (a kubeconfig or a key lying untracked in the working tree stays
 on the host), never the age key file, and never a file holding a secret key in plain text: the git
 server answers every pod unauthenticated. The age key reaches the cluster only as the Secret
@@ -39,6 +43,12 @@ from restoredrill.cluster.namespaces import (
     RUN_ID_LABEL,
     create_owned_namespace,
     wait_for_namespace_deleted,
+)
+from restoredrill.drill.secretstandins import (
+    StandinValues,
+    secret_standin_files,
+    substitution_standins,
+    without_decryption,
 )
 from restoredrill.errors import ConfigError, NotOursError
 from restoredrill.pins import cache_dir, module_pins
@@ -183,12 +193,14 @@ def secret_key_in(path: Path) -> str | None:
 
 
 def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None,
-                     withheld: Sequence[Path] = ()) -> list[str]:
+                     withheld: Sequence[Path] = (), standin_values: StandinValues | None = None,
+                     sops_standins: bool = False) -> list[str]:
     """Copy what git tracks of `repo` to `target` with the stand-ins applied; the stand-ins made.
 
     The age key files (`*.agekey` and `withheld`) are never copied: the key reaches the cluster only
     as the Secret kustomize-controller decrypts with. Any other file holding a secret key in plain
-    text is refused, naming it, rather than served to every pod.
+    text is refused, naming it, rather than served to every pod. With `standin_values`, secrets the
+    drill cannot have are stood in for: ExternalSecrets, and SOPS files too with `sops_standins`.
     """
     target.mkdir(parents=True, exist_ok=True)
     files, note = published_files(repo)
@@ -206,6 +218,13 @@ def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | N
         destination = target / relative
         destination.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, destination)
+    if standin_values is not None:
+        texts = {path.relative_to(target): path.read_text() for path in iter_yaml_files(target)}
+        rewritten, made = secret_standin_files(texts, root=target, values=standin_values,
+                                               sops_standins=sops_standins)
+        for relative, text in rewritten.items():
+            (target / relative).write_text(text)
+        notes += made
     for path in iter_yaml_files(target):
         text = path.read_text()
         nfs_volume = "nfs:" in text and "PersistentVolume" in text
@@ -246,7 +265,8 @@ class GitOpsDeployment:
             cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.provider == "local" else None
             withheld = [self.sops_age_key] if self.sops_age_key else []
             self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image,
-                                              withheld=withheld)
+                                              withheld=withheld, standin_values=self.standin_values,
+                                              sops_standins=self.sops_age_key is None)
             (tree / EMPTY_PATH).mkdir(parents=True)
             (tree / EMPTY_PATH / "kustomization.yaml").write_text(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
@@ -256,6 +276,16 @@ class GitOpsDeployment:
             self.flux.request_reconcile(source, plural="gitrepositories")
             self.flux.wait_for_source_ready(source)
         self._sops_secrets()
+        for app in self.catalogue.apps:
+            for kustomization in app.kustomizations:
+                # Disclosed now: each drill's record copies the stand-ins when the drill is made, before it deploys.
+                self._as_applied(kustomization.manifest.obj)
+
+    @property
+    def standin_values(self) -> StandinValues:
+        """The run's generated secret values, derived from the run id: every worker and every cluster of
+        the run serves the same ones, so a restored Secret equals the one Flux applies again."""
+        return StandinValues(seed=self.run_id)
 
     def source_names(self) -> list[str]:
         names = {str((k.manifest.get("spec", "sourceRef", "name")) or "flux-system")
@@ -269,12 +299,17 @@ class GitOpsDeployment:
         if not names:
             return
         key = self.sops_age_key
-        if key is None or not key.is_file():
-            where = f" ({key} does not exist)" if key else ""
+        if key is None:
+            self._disclose([f"no age key was given (--sops-age-key): the decryption Secrets {sorted(names)} are "
+                            "not created; the repo's SOPS files are served with generated values instead and its "
+                            "Kustomizations do not decrypt"])
+            return
+        if not key.is_file():
             raise ConfigError(
-                f"the repo's Flux Kustomizations decrypt SOPS secrets with {sorted(names)}, and no age key was "
-                f"given{where}", remedy="pass the age private key file with --sops-age-key (or sops_age_key in "
-                "the drill config); it is stored only in the drill cluster's flux-system Secret")
+                f"the repo's Flux Kustomizations decrypt SOPS secrets with {sorted(names)}, and the age key "
+                f"given ({key}) does not exist", remedy="pass the age private key file with --sops-age-key (or "
+                "sops_age_key in the drill config; leave it out to drill on generated values); it is stored only "
+                "in the drill cluster's flux-system Secret")
         data = key.read_text()
         self.ctx.apply([{"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
                          "metadata": {"name": name, "namespace": self.flux.namespace, "labels": labels("flux")},
@@ -369,8 +404,7 @@ class GitOpsDeployment:
         """Apply the app's Flux Kustomizations as the repo writes them and wait until Ready."""
         self.satisfy_dependencies(kustomizations)
         for kustomization in kustomizations:
-            body = {key: value for key, value in kustomization.items() if key != "status"}
-            self.ctx.apply([body])
+            self.ctx.apply([self._as_applied(kustomization)])
         for kustomization in kustomizations:
             self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
                                                    pods_in=(kustomization.get("spec") or {}).get("targetNamespace"))
@@ -380,11 +414,28 @@ class GitOpsDeployment:
         apply nothing until the data is back), their out-of-app dependencies stood in for."""
         bodies = []
         for kustomization in kustomizations:
-            body = {key: value for key, value in kustomization.items() if key != "status"}
+            body = self._as_applied(kustomization)
             body["spec"] = {**body.get("spec", {}), "suspend": True}
             bodies.append(body)
         self.satisfy_dependencies(bodies)
         self.ctx.apply(bodies)
+
+    def _as_applied(self, kustomization: dict[str, Any]) -> dict[str, Any]:
+        """The Kustomization as the drill applies it: without status, with the secret stand-ins' changes
+        (no `spec.decryption` when the SOPS files are stand-ins, generated substitutions)."""
+        body = {key: value for key, value in kustomization.items() if key != "status"}
+        notes: list[str] = []
+        if self.sops_age_key is None:
+            body, dropped = without_decryption(body, namespace=self.flux.namespace)
+            notes += [dropped] if dropped else []
+        body, substituted = substitution_standins(body, manifests=self.catalogue.manifests, values=self.standin_values,
+                                                  sops_standins=self.sops_age_key is None,
+                                                  namespace=self.flux.namespace)
+        self._disclose(notes + substituted)
+        return body
+
+    def _disclose(self, notes: Iterable[str]) -> None:
+        self.standins += [note for note in notes if note not in self.standins]
 
     def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:
