@@ -554,7 +554,7 @@ class RecordingContext:
 
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
-        self.cluster = SimpleNamespace(provider="kind")
+        self.cluster = SimpleNamespace(provider="kind", offline=False)
 
     def apply(self, bodies: list[dict[str, Any]]) -> None:
         self.applied += copy.deepcopy(bodies)

@@ -262,7 +262,7 @@ class GitOpsDeployment:
         """Serve the repo (with stand-ins) and create the GitRepository the ks.yaml files name."""
         with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
             tree = Path(scratch) / "repo"
-            cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.provider == "local" else None
+            cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.offline else None
             withheld = [self.sops_age_key] if self.sops_age_key else []
             self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image,
                                               withheld=withheld, standin_values=self.standin_values,
