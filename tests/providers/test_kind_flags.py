@@ -27,6 +27,12 @@ class Options:
         return None
 
 
+@pytest.fixture(autouse=True)
+def no_node_image_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    # CI on a machine with no registry sets it for every run.
+    monkeypatch.delenv(cluster_fixtures.KIND_IMAGE_ENV, raising=False)
+
+
 def make(**values: Any) -> Any:
     return cluster_fixtures.make_provider(Options(**values))  # type: ignore[arg-type]
 
