@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import re
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
@@ -24,6 +25,7 @@ from restoredrill.drill.secretstandins import (
     external_secret_standin,
     host_like_value,
     secret_standin_files,
+    shaped_value,
     substitution_standins,
     variables_used,
     without_decryption,
@@ -107,6 +109,8 @@ spec:
         DB_URL: "postgres://immich:{{ .IMMICH_POSTGRES_PASSWORD }}@immich-rw.media.svc:5432/immich"
         INIT_POSTGRES_SUPER_PASS: "{{ .POSTGRES_SUPER_PASS }}"
         JWT_SECRET: "{{ .IMMICH_JWT_SECRET | b64enc }}"
+        REDIS_URL: "redis://:{{ .IMMICH_REDIS_PASSWORD | urlquery }}@dragonfly.database.svc:6379/2"
+        SESSION_SECRET: "{{ .IMMICH_SESSION_SECRET | sha256sum }}"
   dataFrom:
     - extract:
         key: immich
@@ -215,6 +219,27 @@ def test_host_like_names_get_names_under_the_test_domain(name: str, value: str |
     assert host_like_value(name) == value
 
 
+@pytest.mark.parametrize(("name", "value"), [
+    ("TIMEZONE", "Etc/UTC"),  # a CronJob's spec.timeZone refuses anything else
+    ("SECRET_TIMEZONE", "Etc/UTC"),
+    ("timeZone", "Etc/UTC"),
+    ("TZ", "Etc/UTC"),
+    ("SECRET_PUBLIC_IP", "192.0.2.169"),  # TEST-NET-1: a Service's loadBalancerIP must be an address
+    ("LB_IP_JELLYFIN", "192.0.2.169"),
+    ("NODE_CIDR", "192.0.2.0/24"),
+    ("SMTP_PORT", "17194"),  # `${SMTP_HOST}:${SMTP_PORT}`
+    ("APP_PUID", "1000"),  # a pod's runAsUser
+    ("VOLSYNC_PGID", "1000"),
+    ("SECRET_NFS_SERVER", "secret-nfs-server.drill.restoredrill.test"),  # `${SECRET_NFS_SERVER}:2049`
+    ("SECRET_ACME_EMAIL", "secret-acme-email@drill.restoredrill.test"),
+    ("SHIPPING_TOKEN", None),  # IP inside a word is not an address
+])
+def test_names_of_a_shaped_value_get_a_value_of_that_shape(name: str, value: str | None) -> None:
+    assert shaped_value(name, number=16170) == value
+    if value is not None:
+        assert VALUES.value(("Secret", "cluster-secrets", name), name=name).count(".") == value.count(".")
+
+
 def test_values_are_the_same_for_the_same_source_in_a_run_and_differ_between_runs() -> None:
     source = ("remote", "immich", "IMMICH_POSTGRES_PASSWORD")
     value = VALUES.value(source, name="IMMICH_POSTGRES_PASSWORD")
@@ -232,18 +257,24 @@ def test_an_external_secret_becomes_the_secret_its_template_describes() -> None:
     secret, note = external_secret_standin(document(IMMICH_EXTERNAL_SECRET), values=VALUES, known=known)
     password = VALUES.value(("remote", "immich", "IMMICH_POSTGRES_PASSWORD"), name="IMMICH_POSTGRES_PASSWORD")
     super_password = VALUES.value(("remote", "cloudnative-pg", "POSTGRES_SUPER_PASS"), name="POSTGRES_SUPER_PASS")
-    jwt = VALUES.value(("template", "immich", "JWT_SECRET"), name="JWT_SECRET")
-    assert len({password, super_password, jwt}) == 3
+    # a reference piped through a string function is rendered (the redis URL stays a URL); one through
+    # any other function is generated
+    jwt = VALUES.value(("remote", "immich", "IMMICH_JWT_SECRET"), name="IMMICH_JWT_SECRET")
+    redis = VALUES.value(("remote", "immich", "IMMICH_REDIS_PASSWORD"), name="IMMICH_REDIS_PASSWORD")
+    session = VALUES.value(("template", "immich", "SESSION_SECRET"), name="SESSION_SECRET")
+    assert len({password, super_password, jwt, redis, session}) == 5
     assert secret == {
         "apiVersion": "v1", "kind": "Secret", "metadata": {"name": "immich-secret"}, "type": "Opaque",
         "stringData": {"DB_PASSWORD": password,
                        "DB_URL": f"postgres://immich:{password}@immich-rw.media.svc:5432/immich",
                        "INIT_POSTGRES_SUPER_PASS": super_password,
-                       "JWT_SECRET": jwt}}
+                       "JWT_SECRET": base64.b64encode(jwt.encode()).decode(),
+                       "REDIS_URL": f"redis://:{redis}@dragonfly.database.svc:6379/2",
+                       "SESSION_SECRET": session}}
     assert note == ("ExternalSecret immich of ClusterSecretStore onepassword replaced by Secret immich-secret with "
-                    "keys DB_PASSWORD, DB_URL, INIT_POSTGRES_SUPER_PASS, JWT_SECRET and generated values (the drill "
-                    "cluster runs no external-secrets operator); template values not rendered, generated instead: "
-                    "JWT_SECRET")
+                    "keys DB_PASSWORD, DB_URL, INIT_POSTGRES_SUPER_PASS, JWT_SECRET, REDIS_URL, SESSION_SECRET and "
+                    "generated values (the drill cluster runs no external-secrets operator); template values not "
+                    "rendered, generated instead: SESSION_SECRET")
 
 
 def test_two_external_secrets_of_one_remote_item_and_property_share_its_value() -> None:
@@ -279,6 +310,89 @@ def test_a_name_read_from_several_items_comes_from_the_item_another_external_sec
     # and a name no other ExternalSecret reads comes from the first item, the app's own
     assert media["stringData"]["DB_PASSWORD"] == VALUES.value(("remote", "immich", "IMMICH_POSTGRES_PASSWORD"),
                                                               name="IMMICH_POSTGRES_PASSWORD")
+
+
+def test_a_key_rewritten_from_another_item_comes_from_that_item() -> None:
+    """A dashboard reads two apps' items that both hold API_KEY and renames the second's: each of its keys
+    is the key that app's own ExternalSecret reads, not another item's."""
+    app = """\
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {{name: {name}}}
+spec:
+  target:
+    template:
+      data:
+        {name_upper}__AUTH__APIKEY: "{{{{ .API_KEY }}}}"
+  dataFrom:
+    - extract: {{key: {name}}}
+"""
+    dashboard = """\
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {name: dashboard}
+spec:
+  target:
+    template:
+      data:
+        SONARR_KEY: "{{ .API_KEY }}"
+        SONARR_UHD_KEY: "{{ .UHD_API_KEY }}"
+  dataFrom:
+    - extract: {key: sonarr}
+    - extract: {key: sonarr-uhd}
+      rewrite:
+        - regexp: {source: "^API_KEY$", target: UHD_API_KEY}
+"""
+    files = {Path("sonarr.yaml"): app.format(name="sonarr", name_upper="SONARR"),
+             Path("sonarr-uhd.yaml"): app.format(name="sonarr-uhd", name_upper="SONARR_UHD"),
+             Path("dashboard.yaml"): dashboard}
+    changed, _ = secret_standin_files(files, root=Path("/repo"), values=VALUES, sops_standins=True)
+    (sonarr,), (uhd,), (board,) = (list(yaml.safe_load_all(changed[Path(name)]))
+                                   for name in ("sonarr.yaml", "sonarr-uhd.yaml", "dashboard.yaml"))
+    assert board["stringData"]["SONARR_KEY"] == sonarr["stringData"]["SONARR__AUTH__APIKEY"]
+    assert board["stringData"]["SONARR_UHD_KEY"] == uhd["stringData"]["SONARR_UHD__AUTH__APIKEY"]
+    assert board["stringData"]["SONARR_KEY"] != board["stringData"]["SONARR_UHD_KEY"]
+
+
+def test_a_key_found_by_find_is_the_stores_secret_of_that_name() -> None:
+    """Stores such as Doppler keep one secret per name: an app's init container finds the database's
+    superuser password by name, as the database's own ExternalSecret does, and both get one value."""
+    database = """\
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {name: postgres-superuser}
+spec:
+  target:
+    template:
+      data:
+        password: "{{ .PG__SUPER_PASS }}"
+  dataFrom:
+    - find: {path: PG__}
+"""
+    app = """\
+apiVersion: external-secrets.io/v1
+kind: ExternalSecret
+metadata: {name: wiki}
+spec:
+  target:
+    template:
+      data:
+        WIKI_DB_PASS: "{{ .WIKI__DB_PASS }}"
+        INIT_POSTGRES_SUPER_PASS: "{{ .PG__SUPER_PASS }}"
+        BACKUP_PASS: "{{ .BACKUP_PASS }}"
+  dataFrom:
+    - find: {name: {regexp: "^WIKI__"}}
+    - find: {name: {regexp: "^PG__"}}
+  data:
+    - secretKey: BACKUP_PASS
+      remoteRef: {key: PG__SUPER_PASS}
+"""
+    files = {Path("database.yaml"): database, Path("wiki.yaml"): app}
+    changed, _ = secret_standin_files(files, root=Path("/repo"), values=VALUES, sops_standins=True)
+    (db,), (wiki,) = (list(yaml.safe_load_all(changed[Path(name)])) for name in ("database.yaml", "wiki.yaml"))
+    assert wiki["stringData"]["INIT_POSTGRES_SUPER_PASS"] == db["stringData"]["password"]
+    assert wiki["stringData"]["BACKUP_PASS"] == db["stringData"]["password"]
+    assert wiki["stringData"]["WIKI_DB_PASS"] not in (db["stringData"]["password"], "")
 
 
 def test_data_from_without_a_template_has_no_keys_to_generate_and_says_so() -> None:
@@ -429,6 +543,26 @@ def test_the_published_tree_serves_stand_ins_and_says_so(tmp_path: Path) -> None
         Path("kubernetes/flux/meta/cluster-secrets.sops.yaml")}
 
 
+def test_a_placeholder_for_a_key_is_published_and_a_key_is_refused(tmp_path: Path) -> None:
+    """A sample config's commented-out key slot and a vault layout's `AGE-SECRET-KEY-1...` hold no key: the
+    tree is published. Key material after the marker, commented out or JSON-escaped, is still refused."""
+    repo = home_ops(tmp_path / "repo", **{
+        "config.sample.yaml": "# deploy_key: |\n#   -----BEGIN OPENSSH PRIVATE KEY-----\n#   ...\n"
+                              "#   -----END OPENSSH PRIVATE KEY-----\n",
+        "docs/vault.md": "Fields:\n- private_key: AGE-SECRET-KEY-1...\n- public_key: age1...\n"})
+    publishable_tree(repo, tmp_path / "published", nfs=tmp_path / "nfs", standin_values=VALUES, sops_standins=True)
+    assert (tmp_path / "published" / "docs/vault.md").is_file()
+    for name, text, what in [
+        ("config.yaml", "# deploy_key: |\n#   -----BEGIN OPENSSH PRIVATE KEY-----\n#   b3BlbnNzaC1rZXktdjE\n",
+         "an SSH private key"),
+        ("gcp.json", '{"private_key": "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBg\\n"}', "a private key (PEM)"),
+        ("docs/key.md", "AGE-SECRET-KEY-1QYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQYQSZQGPQY\n",
+         "an age secret key")]:
+        leaky = home_ops(tmp_path / name.replace("/", "-"), **{name: text})
+        with pytest.raises(ConfigError, match=f"holds {re.escape(what)} in plain text"):
+            publishable_tree(leaky, tmp_path / f"out-{name.replace('/', '-')}", nfs=tmp_path / "nfs")
+
+
 def test_with_the_age_key_only_external_secrets_are_stood_in_for(tmp_path: Path) -> None:
     repo = home_ops(tmp_path / "repo")
     target = tmp_path / "published"
@@ -460,6 +594,36 @@ def test_variables_used_with_their_defaults() -> None:
                  {"metadata": {"annotations": {"kustomize.toolkit.fluxcd.io/substitute": "disabled"}},
                   "data": {"e": "${SKIPPED}"}}]
     assert variables_used(documents) == {"ONE": None, "TWO": "2", "THREE": None, "KEY": None}
+
+
+def test_variables_used_through_flux_functions_need_a_value() -> None:
+    """fluxcd/pkg envsubst's bash-like functions: `${SECRET_DOMAIN/./-}` (a certificate's secret name) needs
+    SECRET_DOMAIN as much as `${SECRET_DOMAIN}` does; `:-`, `-` and `=` give defaults, and a default may use a
+    variable of its own. A label disables substitution as the annotation does."""
+    documents = [{"spec": {"secretName": "${SECRET_DOMAIN/./-}-production-tls", "short": "${SHA:0:7}",
+                           "lower": "${ENV,,}", "length": "${#TOKEN}", "claim": "${VOLSYNC_CLAIM:-${APP}}",
+                           "modes": ["${VOLSYNC_ACCESSMODES:-ReadWriteOnce}"], "unset": "${UNSET-x}",
+                           "equals": "${EQUALS=y}", "escaped": "$${SECRET_DOMAIN/./-}"}},
+                 {"metadata": {"labels": {"kustomize.toolkit.fluxcd.io/substitute": "disabled"}},
+                  "data": {"script": "${SKIPPED/./-}"}}]
+    assert variables_used(documents) == {"SECRET_DOMAIN": None, "SHA": None, "ENV": None, "TOKEN": None,
+                                         "VOLSYNC_CLAIM": "", "APP": None, "VOLSYNC_ACCESSMODES": "ReadWriteOnce",
+                                         "UNSET": "x", "EQUALS": "y"}
+
+
+def test_a_variable_used_only_through_a_function_gets_a_value(tmp_path: Path) -> None:
+    certificate = ("apiVersion: cert-manager.io/v1\nkind: Certificate\nmetadata:\n  name: wildcard\nspec:\n"
+                   "  secretName: ${SECRET_DOMAIN/./-}-production-tls\n  dnsNames: ['*.${SECRET_DOMAIN}']\n")
+    config = IMMICH_CONFIG.replace("photos.${SECRET_DOMAIN}", "photos.${SECRET_DOMAIN/./-}")
+    catalogue = build_catalogue(home_ops(tmp_path / "repo", **{
+        "kubernetes/apps/media/immich/app/configmap.yaml": config.replace("${SECRET_IMMICH_API_TOKEN}", "x"),
+        "kubernetes/apps/media/immich/app/certificate.yaml": certificate,
+        "kubernetes/apps/media/immich/app/kustomization.yaml":
+            "resources:\n  - ./externalsecret.yaml\n  - ./configmap.yaml\n"}))
+    body, _ = substitution_standins(ks_of(catalogue, "immich"), manifests=catalogue.manifests, values=VALUES,
+                                    sops_standins=True)
+    assert body["spec"]["postBuild"]["substitute"] == {"SECRET_DOMAIN": "secret-domain.drill.restoredrill.test",
+                                                        "APP": "immich"}
 
 
 def test_substitute_from_a_sops_secret_without_the_key_becomes_generated_substitutions(tmp_path: Path) -> None:

@@ -161,10 +161,13 @@ def disarm_cnpg_backups(documents: list[Any]) -> list[str]:
 
 
 # Content no file served to the cluster may hold: the git server answers every pod, unauthenticated.
-SECRET_KEY_MARKERS: tuple[tuple[str, str], ...] = (
-    ("AGE-SECRET-KEY-1", "an age secret key"),
-    ("-----BEGIN OPENSSH PRIVATE KEY", "an SSH private key"),
-    ("PRIVATE KEY-----", "a private key (PEM)"),
+# A key counts only with key material after its marker (even commented out): a sample config's
+# `#   -----BEGIN OPENSSH PRIVATE KEY-----` over `#   ...`, or docs' `AGE-SECRET-KEY-1...`, holds none.
+_PEM_BODY = r"-----[ \t]*(?:\r?\n|\\n)[ \t#]*[A-Za-z0-9+/]{4}"  # a real or a JSON-escaped newline
+SECRET_KEY_MARKERS: tuple[tuple[re.Pattern[str], str], ...] = (
+    (re.compile(r"AGE-SECRET-KEY-1[0-9A-Z]{8}"), "an age secret key"),
+    (re.compile(r"-----BEGIN OPENSSH PRIVATE KEY" + _PEM_BODY), "an SSH private key"),
+    (re.compile(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY" + _PEM_BODY), "a private key (PEM)"),
 )
 
 
@@ -189,7 +192,7 @@ def secret_key_in(path: Path) -> str | None:
         text = path.read_bytes()[:1_000_000].decode(errors="replace")
     except OSError:
         return None
-    return next((what for marker, what in SECRET_KEY_MARKERS if marker in text), None)
+    return next((what for marker, what in SECRET_KEY_MARKERS if marker.search(text)), None)
 
 
 def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None,

@@ -10,8 +10,9 @@ Values are derived from a per-run seed and where the secret comes from (an HMAC)
 random per call: two ExternalSecrets naming the same remote item and property get the same value,
 as they do in production, and every xdist worker (they publish to one git server) and the
 full-cluster recovery's second cluster serve the same tree, so a restored Secret still equals the
-one Flux applies. Host-like names (DOMAIN, HOST, URL, FQDN) get names under
-`drill.restoredrill.test` (RFC 2606 `.test`), which resolves nowhere.
+one Flux applies. Host-like names (DOMAIN, HOST, URL, FQDN, SERVER) get names under
+`drill.restoredrill.test` (RFC 2606 `.test`), which resolves nowhere; names of other values with a
+shape (a time zone, a port, an IP address, a user id, an e-mail address) get one of that shape.
 
 Everything here is pure: documents and file text in, documents, text and notes out.
 """
@@ -24,6 +25,7 @@ import hashlib
 import hmac
 import json
 import re
+import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,14 +41,40 @@ TEST_DOMAIN = "drill.restoredrill.test"
 EXTERNAL_SECRET_API_VERSIONS = frozenset({"external-secrets.io/v1beta1", "external-secrets.io/v1"})
 SUBSTITUTE_DISABLED = "kustomize.toolkit.fluxcd.io/substitute"
 # Words of a name that make its value a host name or URL.
-_HOST_WORDS = frozenset({"DOMAIN", "HOST", "HOSTNAME", "URL", "FQDN"})
+_HOST_WORDS = frozenset({"DOMAIN", "HOST", "HOSTNAME", "URL", "FQDN", "SERVER"})
+# Words of a name whose value a random string would break where it lands (a CronJob's timeZone, a
+# Service's loadBalancerIP, a pod's runAsUser, host:port): each gets a value of its shape, the first
+# listed winning. Addresses are in TEST-NET-1 (RFC 5737), which routes nowhere.
+_SHAPED_WORDS: tuple[tuple[frozenset[str], Callable[[str, int], str]], ...] = (
+    (frozenset({"PORT"}), lambda name, n: str(1024 + n % 64000)),
+    (frozenset({"TIMEZONE", "TZ"}), lambda name, n: "Etc/UTC"),
+    (frozenset({"CIDR", "SUBNET"}), lambda name, n: "192.0.2.0/24"),
+    (frozenset({"IP", "VIP"}), lambda name, n: f"192.0.2.{1 + n % 254}"),
+    (frozenset({"UID", "GID", "PUID", "PGID"}), lambda name, n: "1000"),
+)
+_EMAIL_WORDS = frozenset({"EMAIL", "MAIL"})
 _NAME_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
 # A value SOPS encrypted: `ENC[AES256_GCM,data:...,iv:...,tag:...,type:str]`.
 _ENCRYPTED = re.compile(r"^ENC\[[A-Z0-9_]+,data:.*,type:([a-z]+)\]$", re.DOTALL)
 _TEMPLATE_ACTION = re.compile(r"\{\{-?\s*(.*?)\s*-?\}\}", re.DOTALL)
-_SIMPLE_REFERENCE = re.compile(r"^\.([A-Za-z_][A-Za-z0-9_]*)$")
-# Flux's `${VAR}` and `${VAR:=default}`; `$${VAR}` is an escaped literal.
-_VARIABLE = re.compile(r"(?<!\$)\$\{([A-Za-z_][A-Za-z0-9_]*)(?::=([^}]*))?\}")
+# `{{ .NAME }}`, optionally piped through functions of a string (`{{ .password | urlquery }}`).
+_SIMPLE_REFERENCE = re.compile(r"^\.([A-Za-z_][A-Za-z0-9_]*)((?:\s*\|\s*[A-Za-z0-9]+)*)$")
+# The string functions of external-secrets' templates (Go text/template and sprig) a reference may
+# be piped through and still be rendered here.
+_PIPE_FUNCTIONS: Mapping[str, Callable[[str], str]] = {
+    "urlquery": urllib.parse.quote_plus,  # Go's url.QueryEscape
+    "b64enc": lambda text: base64.b64encode(text.encode()).decode(),
+    "upper": str.upper,
+    "lower": str.lower,
+    "trim": str.strip,
+    "toString": str,
+}
+# Flux's variables (fluxcd/pkg envsubst, after bash): `${VAR}`, `${#VAR}` and every function of a
+# value (`${VAR/./-}`, `${VAR:0:8}`, `${VAR,,}`) need a value; `${VAR:=default}`, `${VAR:-default}`,
+# `${VAR=default}` and `${VAR-default}` have a default, which may itself use a variable
+# (`${CLAIM:-${APP}}`: the default is read, not consumed, so the inner one is found too). `$${VAR}`
+# is an escaped literal.
+_VARIABLE = re.compile(r"(?<!\$)\$\{#?([A-Za-z_][A-Za-z0-9_]*)(?::?[=-](?=([^}$]*)))?")
 # Files worth parsing: a document of kind ExternalSecret, or a top-level `sops:` key. Any other file,
 # whatever it mentions, is served as it is written.
 _EXTERNAL_SECRET_FILE = re.compile(r"^kind:\s*ExternalSecret\s*(?:#.*)?$", re.MULTILINE)
@@ -65,9 +93,9 @@ class StandinValues:
 
     def value(self, source: Sequence[str], *, name: str) -> str:
         """The value standing in for `source` (where it comes from), shaped by `name` (what it is called)."""
-        host = host_like_value(name)
-        if host is not None:
-            return host
+        shaped = shaped_value(name, number=self.number(source))
+        if shaped is not None:
+            return shaped
         return base64.urlsafe_b64encode(self._digest(source)).decode().rstrip("=")
 
     def number(self, source: Sequence[str]) -> int:
@@ -75,6 +103,21 @@ class StandinValues:
 
     def _digest(self, source: Sequence[str]) -> bytes:
         return hmac.new(self.seed.encode(), "\0".join(source).encode(), hashlib.sha256).digest()
+
+
+def shaped_value(name: str, *, number: int = 0) -> str | None:
+    """The value for a name whose value has a shape (a port, a time zone, an address, a user id, a host
+    name, an e-mail address), `number` choosing among its kind; None for any other name (a secret)."""
+    words = {word.upper() for word in _NAME_WORDS.findall(name)}
+    if "TIME" in words and "ZONE" in words:
+        words.add("TIMEZONE")
+    for kind, make in _SHAPED_WORDS:
+        if words & kind:
+            return make(name, number)
+    host = host_like_value(name)
+    if host is None and words & _EMAIL_WORDS:
+        return f"{re.sub(r'[^a-z0-9]+', '-', name.lower()).strip('-')[:63] or 'mail'}@{TEST_DOMAIN}"
+    return host
 
 
 def host_like_value(name: str) -> str | None:
@@ -178,12 +221,77 @@ def remote_properties(documents: Iterable[Any]) -> frozenset[tuple[str, str]]:
             key, prop = dig(item, ("remoteRef", "key")), dig(item, ("remoteRef", "property"))
             if key and prop:
                 found.add((str(key), str(prop)))
-        extracts = [str(k) for item in _as_list(dig(data, ("spec", "dataFrom")))
-                    if (k := dig(item, ("extract", "key")))]
+        extracts = [_DataFrom.of(item) for item in _as_list(dig(data, ("spec", "dataFrom")))
+                    if dig(item, ("extract", "key"))]
         template = dig(data, ("spec", "target", "template", "data"))
         if len(extracts) == 1 and isinstance(template, dict):
-            found.update((extracts[0], name) for text in template.values() for name in _references(str(text)) or [])
+            (extract,) = extracts
+            found.update((str(extract.extract), key) for text in template.values()
+                         for name in _references(str(text)) or [] if (key := extract.remote_key(name)) is not None)
     return frozenset(found)
+
+
+_REWRITE_LITERAL = re.compile(r"^\^([A-Za-z0-9_.-]+)\$$")
+
+
+@dataclass(frozen=True)
+class _DataFrom:
+    """One spec.dataFrom item, as far as it says where a key of the Secret comes from."""
+
+    extract: str | None  # the remote item an extract reads
+    find: re.Pattern[str] | bool  # a find's name regexp; True for a find by path or tags; False: no find
+    # its rewrites as (regexp, literal target); None when one is beyond this model (a transform, a merge,
+    # a target with $1 groups, a source Python cannot compile)
+    rewrites: tuple[tuple[re.Pattern[str], str], ...] | None
+
+    @classmethod
+    def of(cls, item: Any) -> _DataFrom:
+        extract = dig(item, ("extract", "key"))
+        find: re.Pattern[str] | bool = False
+        if isinstance(item, dict) and item.get("find") is not None:
+            pattern = dig(item, ("find", "name", "regexp"))
+            # a regexp Python cannot compile (RE2 and Python differ at the edges) takes every key
+            find = (_compiled(str(pattern)) if pattern else None) or True
+        rewrites: list[tuple[re.Pattern[str], str]] | None = []
+        for rewrite in _as_list(dig(item, ("rewrite",))):
+            source, target = dig(rewrite, ("regexp", "source")), dig(rewrite, ("regexp", "target"))
+            compiled = _compiled(str(source)) if source is not None else None
+            if compiled is None or target is None or "$" in str(target) or rewrites is None:
+                rewrites = None
+                continue
+            rewrites.append((compiled, str(target)))
+        return cls(extract=str(extract) if extract else None, find=find,
+                   rewrites=tuple(rewrites) if rewrites is not None else None)
+
+    def rewritten(self, key: str) -> str | None:
+        """The Secret key the store's `key` becomes (each rewrite applied to the last one's output, as
+        external-secrets does); None when the rewrites are beyond this model."""
+        if self.rewrites is None:
+            return None
+        for pattern, target in self.rewrites:
+            key = pattern.sub(target, key)
+        return key
+
+    def remote_key(self, name: str, candidates: Iterable[str] = ()) -> str | None:
+        """The store's key that becomes the Secret's `name`: `name` itself, one of `candidates` (the keys
+        other ExternalSecrets read from this item) or the source of a literal rewrite `^KEY$` -> name;
+        None when none of them does."""
+        literal = [m.group(1) for pattern, target in self.rewrites or () if target == name
+                   and (m := _REWRITE_LITERAL.match(pattern.pattern))]
+        return next((key for key in (*literal, *candidates, name) if self.rewritten(key) == name), None)
+
+    def holds(self, key: str) -> bool:
+        """Whether a find of this item returns the store's `key`."""
+        if isinstance(self.find, bool):
+            return self.find
+        return self.find.search(key) is not None
+
+
+def _compiled(pattern: str) -> re.Pattern[str] | None:
+    try:
+        return re.compile(pattern)
+    except re.error:
+        return None
 
 
 def _as_list(value: Any) -> list[Any]:
@@ -194,25 +302,43 @@ def _as_mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _reference(action: str) -> tuple[str, list[Callable[[str], str]]] | None:
+    """The name a template action reads and the functions it pipes it through, when it is a plain
+    `{{ .NAME }}` or pipes it only through `_PIPE_FUNCTIONS`; None otherwise."""
+    match = _SIMPLE_REFERENCE.match(action)
+    if match is None:
+        return None
+    names = [name.strip() for name in match.group(2).split("|")[1:]]
+    if any(name not in _PIPE_FUNCTIONS for name in names):
+        return None
+    return match.group(1), [_PIPE_FUNCTIONS[name] for name in names]
+
+
 def _references(template: str) -> list[str] | None:
-    """The names a template reads, when every action of it is a plain `{{ .NAME }}`; None otherwise."""
+    """The names a template reads, when every action of it is a `_reference`; None otherwise."""
     names = []
     for action in _TEMPLATE_ACTION.findall(template):
-        match = _SIMPLE_REFERENCE.match(action)
-        if match is None:
+        reference = _reference(action)
+        if reference is None:
             return None
-        names.append(match.group(1))
+        names.append(reference[0])
     return names
 
 
 def _render(template: str, lookup: Callable[[str], str]) -> str | None:
-    """`template` with each `{{ .NAME }}` replaced by `lookup(NAME)`; None unless every action is one."""
+    """`template` with each `{{ .NAME }}` replaced by `lookup(NAME)` (through its pipe's functions); None
+    unless every action is a `_reference`."""
     if _references(template) is None:
         return None
 
     def value(action: re.Match[str]) -> str:
-        reference = _SIMPLE_REFERENCE.match(action.group(1))
-        return lookup(reference.group(1)) if reference else action.group(0)
+        reference = _reference(action.group(1))
+        if reference is None:
+            return action.group(0)
+        text = lookup(reference[0])
+        for function in reference[1]:
+            text = function(text)
+        return text
 
     return _TEMPLATE_ACTION.sub(value, template)
 
@@ -255,14 +381,15 @@ def external_secret_standin(doc: Document, *, values: StandinValues,
         prop = str(dig(item, ("remoteRef", "property")) or "")
         context[str(item["secretKey"])] = values.value(("remote", str(key), prop), name=prop or str(item["secretKey"]))
 
-    extracts: list[str] = []
+    data_from: list[_DataFrom] = []
     unnamed: list[str] = []  # dataFrom items whose keys only the store knows
     for index, item in enumerate(_as_list(spec.get("dataFrom"))):
         extract = dig(item, ("extract", "key"))
         if extract:
-            extracts.append(str(extract))
+            data_from.append(_DataFrom.of(item))
             unnamed.append(f"extract {extract}")
         elif isinstance(item, dict) and item.get("find") is not None:
+            data_from.append(_DataFrom.of(item))
             unnamed.append("find")
         elif dig(item, ("sourceRef", "generatorRef")) is not None:
             unnamed.append(f"generator {dig(item, ('sourceRef', 'generatorRef', 'name')) or ''}".rstrip())
@@ -271,13 +398,27 @@ def external_secret_standin(doc: Document, *, values: StandinValues,
                              remedy=_ES_REMEDY)
 
     def lookup(name: str) -> str:
+        """The value of `name`: where the store keeps it, so every ExternalSecret reading it agrees."""
         if name in context:
             return context[name]
-        if extracts:
-            # the last item known to hold the name (a later item wins in external-secrets), else the
-            # first: an app's own item comes first by convention
-            item = next((k for k in reversed(extracts) if (k, name) in known), extracts[0])
-            return values.value(("remote", item, name), name=name)
+        # the last item known to hold the name (a later item wins in external-secrets), through its
+        # rewrites: an extract when another ExternalSecret reads that key of its item (or a rewrite names
+        # it), a find when its regexp takes the key. A find's key is a whole secret of the store, as a
+        # spec.data item without a property reads it.
+        for item in reversed(data_from):
+            if item.extract is not None:
+                read = {key for remote, key in known if remote == item.extract}
+                key = item.remote_key(name, sorted(read))
+                if key is not None and (key in read or key != name):
+                    return values.value(("remote", item.extract, key), name=name)
+            elif (key := item.remote_key(name)) is not None and item.holds(key):
+                return values.value(("remote", key, ""), name=name)
+        # else the first extract: an app's own item comes first by convention
+        first = next((item for item in data_from if item.extract is not None), None)
+        if first is not None:
+            return values.value(("remote", str(first.extract), first.remote_key(name) or name), name=name)
+        if data_from:
+            return values.value(("remote", name, ""), name=name)
         return values.value(("template", es_name, name), name=name)
 
     template: dict[str, Any] = dig(data, ("spec", "target", "template")) or {}
@@ -395,7 +536,8 @@ def _ks_ref(kustomization: dict[str, Any], namespace: str) -> str:
 
 def variables_used(documents: Iterable[Any]) -> dict[str, str | None]:
     """The Flux variables `documents` use, each with its `${VAR:=default}` default (None for a plain
-    `${VAR}`, which needs a value); documents with substitution disabled are skipped."""
+    `${VAR}` or a function of it such as `${VAR/./-}`, which needs a value); documents with
+    substitution disabled (annotation or label) are skipped."""
     found: dict[str, str | None] = {}
 
     def walk(value: Any) -> None:
@@ -415,7 +557,7 @@ def variables_used(documents: Iterable[Any]) -> dict[str, str | None]:
                     found[name] = default
 
     for data in documents:
-        if dig(data, ("metadata", "annotations", SUBSTITUTE_DISABLED)) == "disabled":
+        if "disabled" in (dig(data, ("metadata", part, SUBSTITUTE_DISABLED)) for part in ("annotations", "labels")):
             continue
         walk(data)
     return found
@@ -490,7 +632,8 @@ def substitution_standins(kustomization: dict[str, Any], *, manifests: Sequence[
         del body_post["substituteFrom"]
     body_post["substitute"] = {**generated, **given}
     dropped = "; ".join(f"{entry['kind']} {entry['name']} ({source.reason})" for entry, source in replaced)
-    shown = ", ".join(f"{var}={value if host_like_value(var) else '(generated)'}" for var, value in generated.items())
+    shown = ", ".join(f"{var}={value if shaped_value(var) is not None else '(generated)'}"
+                      for var, value in generated.items())
     note = (f"Kustomization {ks}: postBuild.substituteFrom {dropped} dropped; "
             + (f"generated values in postBuild.substitute for the variables its manifests use: {shown}" if shown
                else "its manifests use no variable that needs a value from it"))
