@@ -1,1 +1,0 @@
-"""Restore drills: plans read from the catalogue, and the runners that carry them out on a cluster."""
