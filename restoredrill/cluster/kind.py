@@ -458,7 +458,7 @@ class KindCluster(ClusterProvider):
                 self._created = False  # made by someone else between the look and the create: not ours
                 self._claim_existing()
             else:
-                self._mark_owned()
+                self._write_owner(kept=False)
             self._prepare()
         except BaseException:
             if self._created and not self.keep:
@@ -490,10 +490,6 @@ class KindCluster(ClusterProvider):
         return {"created-by": "restoredrill", "cluster": self.cluster_name, "run-id": self.run_id,
                 "node-image": "local" if self.offline else (self.node_image or "kind-config"),
                 "kept": "true" if kept else "false"}
-
-    def _mark_owned(self) -> None:
-        literals = [f"--from-literal={key}={value}" for key, value in self._owner_data().items()]
-        self.pytest_kind.kubectl("create", "configmap", OWNER_CONFIGMAP, "-n", OWNER_NAMESPACE, *literals)
 
     def _claim_existing(self) -> None:
         """A kind cluster of this name exists: ours from an earlier run (kept) is reused, any other refused."""

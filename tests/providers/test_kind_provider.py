@@ -270,6 +270,7 @@ def test_up_creates_the_cluster_and_makes_local_volumes_the_only_default(fake_to
         "kind get clusters",
         "kind create cluster",
         "kubectl create configmap",
+        "kubectl apply",
         "kubectl get nodes",
         "kubectl apply",
         "kubectl get storageclass",
