@@ -1,8 +1,8 @@
-"""Flux source-controller and kustomize-controller, and a git server holding the GitOps repo.
+"""Flux source-controller, kustomize-controller and helm-controller, and a git server holding the GitOps repo.
 
 The controllers' Deployments and Service are upstream's own `config/manager` of the pinned modules
 (rendered with `kubectl kustomize`), moved to `flux-system` with our images; CRDs come from the
-pinned modules' `config/crd/bases`. Both controllers run under service accounts bound to
+pinned modules' `config/crd/bases`. The controllers run under service accounts bound to
 cluster-admin, as Flux's own install does for kustomize-controller.
 
 The GitRepository is served from inside the cluster: a git-server pod (busybox httpd running
@@ -47,7 +47,8 @@ NAMESPACE = "flux-system"
 SOURCE_GROUP, SOURCE_VERSION = "source.toolkit.fluxcd.io", "v1"
 KUSTOMIZE_GROUP, KUSTOMIZE_VERSION = "kustomize.toolkit.fluxcd.io", "v1"
 RECONCILE_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
-CONTROLLERS = ("source-controller", "kustomize-controller")
+HELM_GROUP, HELM_VERSION = "helm.toolkit.fluxcd.io", "v2"
+CONTROLLERS = ("source-controller", "kustomize-controller", "helm-controller")
 GIT_SERVER = "git-server"
 GIT_ROOT = "/srv/git"
 GIT_BRANCH = "main"
@@ -222,7 +223,8 @@ class Flux:
     def install(self) -> None:
         self.ctx.apply(self.crds())
         self.ctx.wait_for_crds_established(["gitrepositories.source.toolkit.fluxcd.io",
-                                            "kustomizations.kustomize.toolkit.fluxcd.io"])
+                                            "kustomizations.kustomize.toolkit.fluxcd.io",
+                                            "helmreleases.helm.toolkit.fluxcd.io"])
         self.ctx.apply(self.manifests())
 
     def wait_ready(self) -> None:
@@ -269,6 +271,23 @@ class Flux:
         cannot start (instead of waiting out the timeout)."""
         return self._wait_for(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations", name, what="Kustomization",
                               pods_in=pods_in)
+
+    def helm_releases(self, kustomization: str) -> list[tuple[str, str]]:
+        """(namespace, name) of the HelmReleases the Kustomization applied."""
+        found = []
+        for entry in self.inventory(kustomization):
+            namespace, name, group, kind = entry.split("_", 3)
+            if group == HELM_GROUP and kind == "HelmRelease":
+                found.append((namespace, name))
+        return found
+
+    def get_helm_release(self, namespace: str, name: str) -> Manifest | None:
+        return self.ctx.get_object(HELM_GROUP, HELM_VERSION, "helmreleases", namespace, name)
+
+    def wait_for_helm_release_ready(self, namespace: str, name: str) -> Manifest:
+        """Wait until helm-controller installed (or upgraded) the release and its pods can start."""
+        return Flux(self.ctx, namespace=namespace)._wait_for(HELM_GROUP, HELM_VERSION, "helmreleases", name,
+                                                             what="HelmRelease", pods_in=namespace)
 
     def _wait_for(self, group: str, version: str, plural: str, name: str, *, what: str,
                   pods_in: str | None = None) -> Manifest:

@@ -89,6 +89,7 @@ def platform_image_set(provider: str) -> dict[str, str]:
         "mariadb": MARIADB_REFERENCE,
         "source-controller": f"ghcr.io/fluxcd/source-controller:{_version('source-controller')}",
         "kustomize-controller": f"ghcr.io/fluxcd/kustomize-controller:{_version('kustomize-controller')}",
+        "helm-controller": f"ghcr.io/fluxcd/helm-controller:{_version('helm-controller')}",
         "git-server": GIT_SERVER_REFERENCE,
         "busybox": "docker.io/library/busybox:1.35",
         # The kopia CLI at the fork and version Velero links (pins.toml [modules.kopia]).
@@ -175,6 +176,13 @@ def kustomize_controller_image(toolchain: GoToolchain, reference: str) -> ImageS
     spec = static_binary_image(reference, toolchain.binary("kustomize-controller"),
                                path="/usr/local/bin/kustomize-controller")
     return _nonroot(ImageSpec(reference=reference, entries=spec.entries, entrypoint=("kustomize-controller",)))
+
+
+@register_image("helm-controller")
+def helm_controller_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
+    spec = static_binary_image(reference, toolchain.binary("helm-controller"), path="/usr/local/bin/helm-controller")
+    return _nonroot(ImageSpec(reference=reference, entries=(*spec.entries, DirEntry("/tmp", mode=0o1777)),
+                              entrypoint=("helm-controller",)))
 
 
 @register_image("kopia")
@@ -387,13 +395,14 @@ IMAGE_BUILDS: dict[str, tuple[str, ...]] = {
     "cnpg-operator": ("cloudnative-pg",),
     "source-controller": ("source-controller",),
     "kustomize-controller": ("kustomize-controller",),
+    "helm-controller": ("helm-controller",),
     "kopia": ("kopia",),
 }
 # Images upstream does not publish: built here and loaded on every provider.
 LOCAL_ONLY_IMAGES = ("git-server", "kopia")
 # What the four components need on the local provider (MinIO as the object store).
 DEFAULT_LOCAL_IMAGES = ("minio", "velero", "velero-plugin-for-aws", "cnpg-operator", "postgresql",
-                        "source-controller", "kustomize-controller", "git-server", "kopia")
+                        "source-controller", "kustomize-controller", "helm-controller", "git-server", "kopia")
 
 
 def build_local_images(names: Iterable[str] = DEFAULT_LOCAL_IMAGES, *, toolchain: GoToolchain | None = None,
