@@ -66,6 +66,8 @@ class DrillConfig:
     warning_rules: frozenset[str] = frozenset()
     fetch_schemas: bool = True
     sops_age_key: Path | None = None
+    charts_dir: Path | None = None
+    restore_status: tuple[str, ...] = ()
     allow_skipped_drills: bool = False
     full_cluster_apps: frozenset[str] = frozenset()
     production_credentials: Path | None = None
@@ -150,6 +152,13 @@ SETTINGS: tuple[Setting, ...] = (
             "the drill fails it for its age (RPO), as a Go duration (default 1h)", _duration),
     Setting("sops_age_key", "age private key file the drill cluster's Flux decrypts the repo's SOPS secrets with; "
             "default: age.agekey at the GitOps repo's root if present", Path),
+    Setting("charts_dir", "folder of packaged Helm charts (.tgz as `helm pull`/`helm package` write them) served in "
+            "the drill cluster as the HelmRepository/OCIRepository sources the repo's HelmReleases name; needed "
+            "offline (no registry reachable), optional otherwise", Path),
+    Setting("restore_status", "resources whose status the drill's restores bring back, as `velero restore create "
+            "--status-include-resources` does (default: none, as the runbook's restore); e.g. "
+            "helmreleases.helm.toolkit.fluxcd.io, without whose status helm-controller upgrades a restored release",
+            lambda value: tuple(sorted(_names(value))), "linelist"),
 )
 SETTINGS_BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -212,6 +221,8 @@ def build_config(
         scalars["production_credentials"] = (base_dir / scalars["production_credentials"]).resolve()
     if scalars.get("sops_age_key") is not None:
         scalars["sops_age_key"] = (base_dir / scalars["sops_age_key"]).resolve()
+    if scalars.get("charts_dir") is not None:
+        scalars["charts_dir"] = (base_dir / scalars["charts_dir"]).resolve()
     elif (repo / "age.agekey").is_file():
         scalars["sops_age_key"] = repo / "age.agekey"
     config = replace(config, **scalars)

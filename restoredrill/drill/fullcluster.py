@@ -143,6 +143,7 @@ class FullClusterRecovery:
     worker_id: str
     load_images: Callable[[ClusterProvider, PlatformContext], None]
     out: Callable[[str], None] = print
+    restore_status: tuple[str, ...] = ()  # the drill config's restore_status
     record: FullClusterRecord = field(default_factory=FullClusterRecord)
     drills: list[NamespaceDrill] = field(default_factory=list)
 
@@ -151,7 +152,8 @@ class FullClusterRecovery:
         self.record.apps = [plan.app for plan in ordered]
         self.drills = [NamespaceDrill(plan=plan, ctx=self.ctx, velero=self.velero, flux=self.gitops.flux,
                                       cnpg=self.cnpg, gitops=self.gitops, run_id=self.run_id,
-                                      busybox_image=self.busybox_image, out=self.out)
+                                      busybox_image=self.busybox_image, out=self.out,
+                                      restore_status=self.restore_status)
                        for plan in ordered]
         for drill in self.drills:
             drill.record.standins = self.gitops.standins
@@ -181,7 +183,8 @@ class FullClusterRecovery:
         # 2-3. Infrastructure and backup storage: the platform, with the store's old data and credentials.
         stack = self.step("platform installed", lambda: self._platform(ctx))
         gitops = GitOpsDeployment(ctx=ctx, flux=stack.flux, catalogue=self.gitops.catalogue, run_id=self.run_id,
-                                  worker_id=self.worker_id, sops_age_key=self.gitops.sops_age_key, out=self.out)
+                                  worker_id=self.worker_id, sops_age_key=self.gitops.sops_age_key, out=self.out,
+                                  charts_dir=self.gitops.charts_dir, load_images=self.provider.load_images)
         self.step("Flux source ready", lambda: self._flux_source(gitops, stack))
         for drill in self.drills:
             drill.ctx, drill.velero, drill.flux, drill.cnpg, drill.gitops = (ctx, stack.velero, stack.flux,

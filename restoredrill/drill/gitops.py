@@ -36,13 +36,25 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from restoredrill.catalogue import Catalogue
+from restoredrill.catalogue import Catalogue, Manifest
 from restoredrill.cluster.namespaces import (
     CREATED_BY_LABEL,
     CREATED_BY_VALUE,
     RUN_ID_LABEL,
     create_owned_namespace,
     wait_for_namespace_deleted,
+)
+from restoredrill.drill.charts import (
+    ChartPackage,
+    chart_layout_tar,
+    chart_needs,
+    chart_server_host,
+    chart_server_manifests,
+    missing_charts_error,
+    read_charts_dir,
+    release_source,
+    serve_chart_sources,
+    served_source,
 )
 from restoredrill.drill.secretstandins import (
     StandinValues,
@@ -197,13 +209,14 @@ def secret_key_in(path: Path) -> str | None:
 
 def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | None = None,
                      withheld: Sequence[Path] = (), standin_values: StandinValues | None = None,
-                     sops_standins: bool = False) -> list[str]:
+                     sops_standins: bool = False, chart_host: str | None = None) -> list[str]:
     """Copy what git tracks of `repo` to `target` with the stand-ins applied; the stand-ins made.
 
     The age key files (`*.agekey` and `withheld`) are never copied: the key reaches the cluster only
     as the Secret kustomize-controller decrypts with. Any other file holding a secret key in plain
     text is refused, naming it, rather than served to every pod. With `standin_values`, secrets the
     drill cannot have are stood in for: ExternalSecrets, and SOPS files too with `sops_standins`.
+    With `chart_host`, the chart sources point at the drill's chart server (`charts`).
     """
     target.mkdir(parents=True, exist_ok=True)
     files, note = published_files(repo)
@@ -232,11 +245,14 @@ def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | N
         text = path.read_text()
         nfs_volume = "nfs:" in text and "PersistentVolume" in text
         cnpg = "postgresql.cnpg.io/" in text
-        if not (nfs_volume or cnpg) or "sops:" in text:
+        charts = chart_host is not None and any(word in text for word in ("HelmRepository", "OCIRepository", "verify:"))
+        if not (nfs_volume or cnpg or charts) or "sops:" in text:
             continue
         documents = list(yaml.safe_load_all(text))
         changed = rewrite_nfs_volumes(documents, root=nfs, source=str(path.relative_to(target)))
         changed += disarm_cnpg_backups(documents)
+        if chart_host is not None:
+            changed += serve_chart_sources(documents, host=chart_host)
         if cnpg_image is not None:
             changed += rewrite_cnpg_images(documents, image=cnpg_image)
         if changed:
@@ -259,30 +275,107 @@ class GitOpsDeployment:
     out: Callable[[str], None] = print
     # Whether no other live session uses this cluster: only then are an earlier run's leftovers removed.
     sole_user: Callable[[], bool] = lambda: False
+    # Packaged Helm charts to serve as the HelmReleases' sources (`--charts-dir`), and how images
+    # reach this cluster (the chart server's is built here).
+    charts_dir: Path | None = None
+    # The bare repository's name on the git server (two deployments on one cluster need two).
+    repo_name: str = "gitops"
+    load_images: Callable[[dict[str, Path]], None] | None = None
+    chart_packages: list[ChartPackage] = field(default_factory=list)
 
     # ---- once per session ---------------------------------------------------------------------
     def publish(self) -> None:
         """Serve the repo (with stand-ins) and create the GitRepository the ks.yaml files name."""
+        if self.charts_dir is not None:
+            self.chart_packages = read_charts_dir(self.charts_dir)
         with tempfile.TemporaryDirectory(prefix="restoredrill-repo-") as scratch:
             tree = Path(scratch) / "repo"
             cnpg_image = self.ctx.images.get("postgresql") if self.ctx.cluster.offline else None
             withheld = [self.sops_age_key] if self.sops_age_key else []
             self.standins += publishable_tree(self.catalogue.root, tree, nfs=nfs_root(), cnpg_image=cnpg_image,
                                               withheld=withheld, standin_values=self.standin_values,
-                                              sops_standins=self.sops_age_key is None)
+                                              sops_standins=self.sops_age_key is None, chart_host=self.chart_host)
             (tree / EMPTY_PATH).mkdir(parents=True)
             (tree / EMPTY_PATH / "kustomization.yaml").write_text(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
-            url = self.flux.publish_repository(tree, repo="gitops")
+            url = self.flux.publish_repository(tree, repo=self.repo_name)
         for source in self.source_names():
             self.flux.create_git_repository(name=source, url=url)
             self.flux.request_reconcile(source, plural="gitrepositories")
             self.flux.wait_for_source_ready(source)
         self._sops_secrets()
+        if self.chart_packages:
+            self.serve_charts()
         for app in self.catalogue.apps:
             for kustomization in app.kustomizations:
                 # Disclosed now: each drill's record copies the stand-ins when the drill is made, before it deploys.
                 self._as_applied(kustomization.manifest.obj)
+
+    @property
+    def chart_host(self) -> str | None:
+        return chart_server_host(self.flux.namespace) if self.charts_dir is not None else None
+
+    def serve_charts(self) -> None:
+        """Run the chart server in flux-system and stream the packaged charts into it."""
+        from restoredrill.images.chartserver import (
+            CHART_SERVER_PATH,
+            CHART_SERVER_REFERENCE,
+            CHART_SERVER_ROOT,
+            build_chart_server_image,
+        )
+
+        if self.load_images is None:
+            raise ConfigError("--charts-dir needs a cluster the drill can load its chart server's image into",
+                              remedy="drill on the local or kind provider, or leave --charts-dir out where the "
+                                     "cluster reaches the charts' registries")
+        self.out("[drill] serving the charts of --charts-dir in the drill cluster (chart server)")
+        self.load_images(build_chart_server_image())
+        self.ctx.apply(chart_server_manifests(CHART_SERVER_REFERENCE, namespace=self.flux.namespace,
+                                              root=CHART_SERVER_ROOT))
+        selector = "app.kubernetes.io/name=chart-server"
+        self.ctx.wait_for_pods_ready(namespace=self.flux.namespace, selector=selector, what="chart server",
+                                     expected=1)
+        pods = self.ctx.core.list_namespaced_pod(self.flux.namespace, label_selector=selector).items
+        running = [str(p.metadata.name) for p in pods if p.metadata and p.status and p.status.phase == "Running"
+                   and not p.metadata.deletion_timestamp]
+        self.ctx.kubectl_bytes(["-n", self.flux.namespace, "exec", "-i", running[0], "--", CHART_SERVER_PATH,
+                                "untar", CHART_SERVER_ROOT], input=chart_layout_tar(self.chart_packages),
+                               timeout=self.ctx.timeout("command"))
+        self._disclose([f"Helm charts served in the drill cluster from --charts-dir {self.charts_dir}: " + ", ".join(
+            f"{p.name} {p.version}" for p in self.chart_packages)])
+
+    def prepare_charts(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Before the app's Kustomizations apply: its HelmReleases' charts must be servable (else a
+        ConfigError naming each chart and the `helm pull` that gets it), and the chart sources they
+        name that another Kustomization deploys (flux-system's repositories) are applied directly."""
+        names = {str(k["metadata"]["name"]) for k in kustomizations}
+        own = [m for m in self.catalogue.manifests if m.deployed_by in names]
+        releases = [m for m in own if m.kind == "HelmRelease"]
+        if not releases:
+            return
+        sources = {(m.kind, str(m.namespace or "flux-system"), m.name): m for m in self.catalogue.manifests
+                   if m.kind in ("HelmRepository", "OCIRepository") and m.api_version.startswith("source.")}
+        needs = chart_needs([*releases, *sources.values()])
+        error = missing_charts_error(needs, self.chart_packages, charts_dir=self.charts_dir,
+                                     offline=bool(self.ctx.cluster.offline))
+        if error is not None:
+            raise error
+        for release in releases:
+            ref = release_source(release.obj, namespace=str(release.namespace or "default"))
+            source = sources.get(ref) if ref else None
+            if source is None or source.deployed_by in names:
+                continue
+            self._apply_source(source)
+
+    def _apply_source(self, source: Manifest) -> None:
+        body = {key: value for key, value in source.obj.items() if key != "status"}
+        body.setdefault("metadata", {})["namespace"] = str(source.namespace or "flux-system")
+        notes: list[str] = []
+        if self.chart_host is not None:
+            body, notes = served_source(body, host=self.chart_host)
+        self.ctx.apply([body])
+        self._disclose([f"{source.kind} {source.namespace}/{source.name} ({source.path}): applied by the drill, since "
+                        f"the Kustomization that deploys it ({source.deployed_by}) is not drilled", *notes])
 
     @property
     def standin_values(self) -> StandinValues:
@@ -406,11 +499,15 @@ class GitOpsDeployment:
     def deploy(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Apply the app's Flux Kustomizations as the repo writes them and wait until Ready."""
         self.satisfy_dependencies(kustomizations)
+        self.prepare_charts(kustomizations)
         for kustomization in kustomizations:
             self.ctx.apply([self._as_applied(kustomization)])
         for kustomization in kustomizations:
             self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
                                                    pods_in=(kustomization.get("spec") or {}).get("targetNamespace"))
+        for kustomization in kustomizations:
+            for namespace, name in self.flux.helm_releases(str(kustomization["metadata"]["name"])):
+                self.flux.wait_for_helm_release_ready(namespace, name)
 
     def apply_suspended(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Create the app's Kustomizations suspended (the runbook's order before a restore: Flux must
@@ -421,6 +518,7 @@ class GitOpsDeployment:
             body["spec"] = {**body.get("spec", {}), "suspend": True}
             bodies.append(body)
         self.satisfy_dependencies(bodies)
+        self.prepare_charts(bodies)
         self.ctx.apply(bodies)
 
     def _as_applied(self, kustomization: dict[str, Any]) -> dict[str, Any]:

@@ -44,6 +44,15 @@ from restoredrill.drill.checks import (
 )
 from restoredrill.drill.checks import problems as check_failures
 from restoredrill.drill.gitops import GitOpsDeployment
+from restoredrill.drill.helmreleases import (
+    HELM_RELEASES_RESOURCE,
+    adoption_problems,
+    latest_revision,
+    managed_release,
+    manifest_objects,
+    release_name,
+    storage_namespace,
+)
 from restoredrill.drill.plan import AppPlan
 from restoredrill.drill.snapshot import repository_access, verify_against_snapshots, volume_snapshots
 from restoredrill.errors import CommandError, RestoreDrillError
@@ -160,6 +169,8 @@ class Snapshot:
     kept: dict[str, dict[str, Entry]] = field(default_factory=dict)  # claims not restored (NFS)
     tables: dict[str, data.TableCheck] = field(default_factory=dict)  # "mysql:workload" / "cnpg:cluster"
     objects: list[tuple[str, str, str, str]] = field(default_factory=list)  # (version, group, kind, name)
+    # "HelmRelease NS/NAME" -> (release, storage namespace, revision) helm-controller managed at backup time.
+    helm_releases: dict[str, tuple[str, str, int]] = field(default_factory=dict)
     pod_volumes: list[tuple[str, str]] = field(default_factory=list)  # (namespace/pod, volume)
     # (namespace/pod, volume) -> the claim it mounts: what each PodVolumeBackup's snapshot holds.
     pod_volume_claims: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -234,12 +245,14 @@ class NamespaceDrill:
     def __init__(self, *, plan: AppPlan, ctx: PlatformContext, velero: Velero, flux: Flux, cnpg: CloudNativePG,
                  gitops: GitOpsDeployment, run_id: str, busybox_image: str,
                  warning_allow_list: Iterable[str] = DEFAULT_WARNING_ALLOW_LIST,
-                 checks: Sequence[Check] = (),
+                 checks: Sequence[Check] = (), restore_status: Sequence[str] = (),
                  out: Callable[[str], None] = print) -> None:
         self.plan, self.ctx, self.velero, self.flux, self.cnpg, self.gitops = plan, ctx, velero, flux, cnpg, gitops
         self.run_id, self.busybox_image, self.out = run_id, busybox_image, out
         self.allow = list(warning_allow_list)
         self.checks = tuple(checks)  # the drill config's apps.<app>.checks
+        # Resources whose status the restore brings back (drill config restore_status).
+        self.restore_status = tuple(restore_status)
         self.ns = plan.namespace
         self.record = DrillRecord(app=plan.app, namespace=plan.namespace)
         self.snapshot = Snapshot()
@@ -434,6 +447,8 @@ class NamespaceDrill:
             self.with_inspector(files + kept, read)
         self.snapshot.tables = self.tables()
         self.snapshot.objects = self.flux_objects()
+        self.snapshot.helm_releases, helm_objects = self.helm_releases()
+        self.snapshot.objects = sorted({*self.snapshot.objects, *helm_objects})
         default = self.fs_backup_default()
         pods = self.app_pods()
         self.snapshot.pod_volumes = sorted(
@@ -471,6 +486,48 @@ class NamespaceDrill:
                 if namespace == self.ns:
                     objects.append((str(entry.get("v", "v1")), group, kind, object_name))
         return sorted(set(objects))
+
+    def helm_release_objects(self) -> list[tuple[str, dict[str, Any]]]:
+        """("HelmRelease NS/NAME", object) of the app's HelmReleases in its namespace."""
+        found = []
+        for name in self.plan.kustomization_names:
+            for namespace, release in self.flux.helm_releases(name):
+                if namespace == self.ns:
+                    found.append((f"HelmRelease {namespace}/{release}", self.flux.get_helm_release(namespace, release)
+                                  or {}))
+        return found
+
+    def release_revision(self, release: str, namespace: str) -> Any:
+        secrets = self.ctx.core.list_namespaced_secret(namespace, label_selector=f"owner=helm,name={release}").items
+        return latest_revision(self.ctx.as_manifests(secrets), release=release)
+
+    def helm_releases(self) -> tuple[dict[str, tuple[str, str, int]], list[tuple[str, str, str, str]]]:
+        """The Helm release revision each HelmRelease manages, and the objects that revision applied in
+        the namespace (they are Flux's too: the adoption check covers them)."""
+        releases: dict[str, tuple[str, str, int]] = {}
+        objects: list[tuple[str, str, str, str]] = []
+        for label, helm_release in self.helm_release_objects():
+            managed = managed_release(helm_release)
+            name, namespace = managed[:2] if managed else (release_name(helm_release), storage_namespace(helm_release))
+            revision = self.release_revision(name, namespace)
+            if revision is None:
+                self.fail([f"{label}: no Helm release {namespace}/{name} in storage before the backup"])
+            releases[label] = (name, namespace, revision.version)
+            objects += manifest_objects(revision.manifest, namespace=self.ns)
+        return releases, objects
+
+    def helm_adoption_problems(self) -> list[str]:
+        """After Flux's reconcile: every HelmRelease Ready, its release at the revision the backup held."""
+        problems = []
+        for label, (release, namespace, before) in self.snapshot.helm_releases.items():
+            name = label.rsplit("/", 1)[1]
+            helm_release = self.flux.wait_for_helm_release_ready(self.ns, name)
+            after = self.release_revision(release, namespace)
+            problems += adoption_problems(helm_release=label, before=before, after=after.version if after else None,
+                                          status=helm_release.get("status") or {},
+                                          status_restored=HELM_RELEASES_RESOURCE in self.restore_status
+                                          or "*" in self.restore_status)
+        return problems
 
     def backup(self) -> None:
         schedule = self.plan.schedule
@@ -594,7 +651,8 @@ class NamespaceDrill:
         self.record.restore = name
         started = time.monotonic()
         self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.ns],
-                                   restore_pvs=True, resource_modifier=self.restore_modifier())
+                                   restore_pvs=True, resource_modifier=self.restore_modifier(),
+                                   restore_status=self.restore_status)
         self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
         restore = self.velero.get_restore(name)
         phase = (restore.get("status") or {}).get("phase")
@@ -839,6 +897,7 @@ class NamespaceDrill:
             token = self.flux.resume(name)
             kustomization = self.flux.wait_for_reconciled(name, token=token)
             problems += self.revision_problems(kustomization)
+        problems += self.helm_adoption_problems()
         after = self.object_states()
         problems += compare_uids(before={k: uid for k, (uid, _) in before.items()},
                                  after={k: uid for k, (uid, _) in after.items()})

@@ -235,8 +235,14 @@ def restore_manifest(*, name: str, backup_name: str, namespace: str = NAMESPACE,
                      namespace_mapping: Mapping[str, str] | None = None,
                      restore_pvs: bool | None = None, include_cluster_resources: bool | None = None,
                      resource_modifier: str | None = None,
-                     labels: Mapping[str, str] | None = None) -> Manifest:
+                     labels: Mapping[str, str] | None = None, restore_status: Sequence[str] = (),
+                     excluded_resources: Sequence[str] = ()) -> Manifest:
     spec: dict[str, Any] = {"backupName": backup_name}
+    if excluded_resources:
+        spec["excludedResources"] = list(excluded_resources)
+    if restore_status:
+        # `velero restore create --status-include-resources`: Velero restores no status otherwise.
+        spec["restoreStatus"] = {"includedResources": list(restore_status)}
     if include_cluster_resources is not None:
         spec["includeClusterResources"] = include_cluster_resources
     if resource_modifier:
@@ -472,12 +478,14 @@ class Velero:
     def create_restore(self, name: str, *, backup_name: str, included_namespaces: Sequence[str] | None = None,
                        namespace_mapping: Mapping[str, str] | None = None,
                        restore_pvs: bool | None = None, include_cluster_resources: bool | None = None,
-                       resource_modifier: str | None = None, labels: Mapping[str, str] | None = None) -> Manifest:
+                       resource_modifier: str | None = None, labels: Mapping[str, str] | None = None,
+                       restore_status: Sequence[str] = (), excluded_resources: Sequence[str] = ()) -> Manifest:
         self.check_bsl_available()
         body = restore_manifest(name=name, backup_name=backup_name, namespace=self.namespace,
                                 included_namespaces=included_namespaces, namespace_mapping=namespace_mapping,
                                 restore_pvs=restore_pvs, include_cluster_resources=include_cluster_resources,
-                                resource_modifier=resource_modifier, labels=labels)
+                                resource_modifier=resource_modifier, labels=labels, restore_status=restore_status,
+                                excluded_resources=excluded_resources)
         return self.ctx.create_object(GROUP, VERSION, "restores", self.namespace, body)
 
     def wait_for_restore(self, name: str) -> Manifest:

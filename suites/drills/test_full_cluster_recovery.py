@@ -70,7 +70,8 @@ def test_full_cluster_recovery(catalogue: Catalogue, drill_config: DrillConfig, 
                                    gitops=gitops_deployment, velero=request.getfixturevalue("velero"),
                                    cnpg=request.getfixturevalue("cnpg"),
                                    plans=plans, busybox_image=platform_images["busybox"], run_id=run_id,
-                                   worker_id=worker_id, load_images=load_images, out=gitops_deployment.out)
+                                   worker_id=worker_id, load_images=load_images, out=gitops_deployment.out,
+                                   restore_status=request.getfixturevalue("drill_config").restore_status)
     for drill in recovery.drills:
         drill.record.standins = [*drill.record.standins, *image_lines.get(drill.plan.app, [])]
     try:
