@@ -64,11 +64,23 @@ OWNERSHIP_LABELS = (
     "app.kubernetes.io/instance",
 )
 OWNERSHIP_ANNOTATIONS = ("argocd.argoproj.io/tracking-id",)
+# GitOps objects a backup of the namespace may hold: restored into the copy, the cluster's own
+# controllers would act on them (a HelmRelease installs its chart again, into the copy or into its
+# spec.targetNamespace: the live app; a Kustomization applies the repo). The copy never gets them.
+GITOPS_RESOURCES = (
+    "helmreleases.helm.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io",
+    "gitrepositories.source.toolkit.fluxcd.io", "ocirepositories.source.toolkit.fluxcd.io",
+    "helmrepositories.source.toolkit.fluxcd.io", "helmcharts.source.toolkit.fluxcd.io",
+    "buckets.source.toolkit.fluxcd.io", "applications.argoproj.io", "applicationsets.argoproj.io",
+)
 CLAIM_BINDING_ANNOTATIONS = ("pv.kubernetes.io/bind-completed", "pv.kubernetes.io/bound-by-controller",
                              "volume.kubernetes.io/selected-node")
 # What the restore recreates or controllers make anew: not expected one for one in the copy.
 NOT_COMPARED_KINDS = frozenset({"Pod", "ReplicaSet", "Endpoints", "EndpointSlice", "Event", "ControllerRevision",
-                                "Lease", "PodVolumeBackup", "Job"})
+                                "Lease", "PodVolumeBackup", "Job",
+                                # GITOPS_RESOURCES: never restored into the copy.
+                                "HelmRelease", "Kustomization", "GitRepository", "OCIRepository", "HelmRepository",
+                                "HelmChart", "Bucket", "Application", "ApplicationSet"})
 NOT_COMPARED_NAMES = frozenset({("ConfigMap", "kube-root-ca.crt"), ("ServiceAccount", "default")})
 ISOLATION_POLICY = "restoredrill-isolate-copy"
 FETCHER = "restoredrill-fetcher"
@@ -191,7 +203,8 @@ class MappedNamespaceDrill:
         self.record.notes.append(
             f"non-destructive: the app in {self.plan.namespace} is not touched; its copy is restored into {self.copy}. "
             "Not drilled here: seeding and sentinels (they would write to the live app) and Flux adoption (the copy "
-            "is no GitOps object)")
+            "is no GitOps object; the backup's Flux and Argo CD objects are left out of it, so the cluster's own "
+            "controllers never act on the copy)")
 
     @property
     def labels(self) -> dict[str, str]:
@@ -274,7 +287,7 @@ class MappedNamespaceDrill:
         self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.plan.namespace],
                                    namespace_mapping={self.plan.namespace: self.copy}, restore_pvs=True,
                                    include_cluster_resources=False, resource_modifier=self.modifier_name,
-                                   labels=self.labels)
+                                   labels=self.labels, excluded_resources=GITOPS_RESOURCES)
         self.made.append(f"Restore {self.velero.namespace}/{name}")
         self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
         self.restored = self.velero.wait_for_restore(name)
