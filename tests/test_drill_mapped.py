@@ -11,6 +11,7 @@ import pytest
 
 from restoredrill.cluster import ClusterHandle
 from restoredrill.drill.mapped import (
+    GITOPS_RESOURCES,
     OWNERSHIP_LABELS,
     copy_namespace,
     isolation_policy,
@@ -21,6 +22,7 @@ from restoredrill.drill.mapped import (
 from restoredrill.kube import load_api_client
 from restoredrill.platform.base import PlatformContext
 from restoredrill.platform.discover import PlatformMissing, discover_platform
+from restoredrill.platform.velero import restore_manifest
 from restoredrill.podvolumes import records
 from tests.conftest import PROJECT_ROOT, user_project
 from tests.providers.fake_apiserver import running_fake_apiserver
@@ -78,6 +80,18 @@ def test_objects_of_the_backup_must_be_in_the_copy() -> None:
     problems = missing_objects(resource_list, source="pelican",
                                present=lambda api, kind, name: (api, kind, name) in present)
     assert problems == ["HTTPRoute pelican is in the backup but not in the restored copy"]
+
+
+def test_the_backups_gitops_objects_never_reach_the_copy() -> None:
+    """A HelmRelease restored into the copy would make the cluster's own helm-controller install its
+    chart again (into the copy, or into its targetNamespace: the live app): the restore leaves the
+    GitOps kinds out, and the copy is not expected to hold them."""
+    body = restore_manifest(name="r", backup_name="b", excluded_resources=GITOPS_RESOURCES)
+    assert {"helmreleases.helm.toolkit.fluxcd.io", "kustomizations.kustomize.toolkit.fluxcd.io",
+            "applications.argoproj.io"} <= set(body["spec"]["excludedResources"])
+    resource_list = {"helm.toolkit.fluxcd.io/v2/HelmRelease": ["media/plex"],
+                     "source.toolkit.fluxcd.io/v1/OCIRepository": ["media/app-template"]}
+    assert missing_objects(resource_list, source="media", present=lambda api, kind, name: False) == []
 
 
 def test_ownership_labels_are_stripped_by_merge_patches_only_where_present() -> None:
