@@ -77,6 +77,62 @@ def test_probe_ports_count_as_well_as_container_ports(example_repo: RepoCopy) ->
     assert standins_for(catalogue, n8n, provided=[]) == [StandIn("docker.io/n8nio/n8n:1.95.3", (5678, 5679))]
 
 
+APP_TEMPLATE_RELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: jellyfin
+spec:
+  chartRef: {kind: OCIRepository, name: app-template}
+  values:
+    controllers:
+      jellyfin:
+        containers:
+          app:
+            image: {repository: ghcr.io/home-operations/jellyfin, tag: 10.10.7}
+            probes:
+              liveness: {enabled: true, custom: true, spec: {httpGet: {path: /health, port: 8097}}}
+      sidecar:
+        containers:
+          app:
+            image: {repository: ghcr.io/example/sidecar, tag: 1.0.0}
+    service:
+      app:
+        controller: jellyfin
+        ports:
+          http: {port: 8096}
+      other:
+        controller: sidecar
+        ports:
+          metrics: {port: 80, targetPort: 9090}
+"""
+
+
+def test_app_template_releases_serve_their_services_and_probes_ports(tmp_path: Path) -> None:
+    """app-template's default probes are TCP checks of the controller's primary Service port: the
+    stand-in must answer there (a stand-in on 8080 alone never becomes Ready)."""
+    from restoredrill.catalogue import build_catalogue
+
+    folder = tmp_path / "kubernetes" / "apps" / "media" / "jellyfin"
+    (folder / "app").mkdir(parents=True)
+    (tmp_path / "kubernetes" / "apps" / "kustomization.yaml").write_text("resources:\n  - ./media/jellyfin/ks.yaml\n")
+    (folder / "ks.yaml").write_text(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: jellyfin\n"
+        "  namespace: flux-system\nspec:\n  path: ./kubernetes/apps/media/jellyfin/app\n  targetNamespace: media\n"
+        "  sourceRef: {kind: GitRepository, name: flux-system}\n")
+    (folder / "app" / "kustomization.yaml").write_text("resources:\n  - ./helmrelease.yaml\n")
+    (folder / "app" / "helmrelease.yaml").write_text(APP_TEMPLATE_RELEASE)
+    (tmp_path / "kubernetes" / "flux" / "cluster").mkdir(parents=True)
+    (tmp_path / "kubernetes" / "flux" / "cluster" / "ks.yaml").write_text(
+        "apiVersion: kustomize.toolkit.fluxcd.io/v1\nkind: Kustomization\nmetadata:\n  name: cluster-apps\n"
+        "  namespace: flux-system\nspec:\n  path: ./kubernetes/apps\n"
+        "  sourceRef: {kind: GitRepository, name: flux-system}\n")
+    catalogue = build_catalogue(tmp_path)
+    standins = {s.reference: s.ports for s in standins_for(catalogue, catalogue.apps, provided=[])}
+    assert standins == {"ghcr.io/home-operations/jellyfin:10.10.7": (8096, 8097),
+                        "ghcr.io/example/sidecar:1.0.0": (9090,)}
+
+
 def test_provided_references_are_the_platform_images() -> None:
     images = platform_image_set("local")
     assert provided_references(images) == set(images.values())

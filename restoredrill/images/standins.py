@@ -84,11 +84,46 @@ class StandIn:
     ports: tuple[int, ...]
 
 
+def _app_template_service_ports(workload: Workload) -> set[int]:
+    """Ports of the Services an app-template HelmRelease defines for this controller: the chart's
+    default probes are TCP checks of the primary one (`targetPort`, else `port`); a service names
+    its controller with `controller:` (optional when there is one controller)."""
+    values = dig(workload.manifest.obj, ("spec", "values")) or {}
+    services = values.get("service") if isinstance(values, dict) else None
+    controllers = values.get("controllers") if isinstance(values, dict) else None
+    controller = str(workload.pod_template_path[-1])
+    ports: set[int] = set()
+    if not isinstance(services, dict):
+        return ports
+    for service in services.values():
+        if not isinstance(service, dict) or service.get("enabled") is False:
+            continue
+        target = service.get("controller")
+        if target is not None and str(target) != controller:
+            continue
+        if target is None and isinstance(controllers, dict) and len(controllers) > 1:
+            continue
+        for port in (service.get("ports") or {}).values():
+            if isinstance(port, dict):
+                value = port.get("targetPort", port.get("port"))
+                if isinstance(value, int):
+                    ports.add(value)
+    return ports
+
+
 def _container_ports(workload: Workload, container_path: tuple[str | int, ...]) -> set[int]:
     container = dig(workload.manifest.obj, container_path)
     ports: set[int] = set()
     if not isinstance(container, dict):
         return ports
+    if workload.manifest.kind == "HelmRelease":
+        ports |= _app_template_service_ports(workload)
+        for probe in ("liveness", "readiness", "startup"):  # app-template's `probes:` values
+            for path in (("probes", probe, "port"), ("probes", probe, "spec", "httpGet", "port"),
+                         ("probes", probe, "spec", "tcpSocket", "port")):
+                value = dig(container, path)
+                if isinstance(value, int):
+                    ports.add(value)
     for port in container.get("ports") or []:
         if isinstance(port, dict) and isinstance(port.get("containerPort"), int):
             ports.add(port["containerPort"])
