@@ -2,8 +2,10 @@
 
 The repo is read the way Flux and kustomize would build it: every Flux Kustomization's `path` is
 expanded through `kustomization.yaml` resources and components (or, where a folder has none, every
-manifest under it, as kustomize-controller generates), namespaces are applied as kustomize and
-`targetNamespace` apply them, and `postBuild.substitute` variables are substituted. The runbook's
+manifest under it, as kustomize-controller generates), the Kustomization's own `spec.patches`,
+`namePrefix`/`nameSuffix` and `commonMetadata` are applied (restoredrill/parentpatches.py), namespaces
+are applied as kustomize and `targetNamespace` apply them (written into each object, as kustomize's
+output carries them), and `postBuild.substitute` variables are substituted. The runbook's
 layout decides what an app is: `kubernetes/apps/<namespace>/<app>/ks.yaml`.
 
 Parsing never stops at the first bad file: problems are collected in `Catalogue.errors` and every
@@ -22,6 +24,14 @@ from typing import Any
 import yaml
 
 from restoredrill.errors import ManifestError, SourceLocation
+from restoredrill.parentpatches import (
+    BuiltObject,
+    PatchProblem,
+    add_name_affixes,
+    apply_patches,
+    read_patches,
+    with_common_metadata,
+)
 from restoredrill.velero_semantics import VeleroServer
 from restoredrill.yamlio import Document, FieldPath, iter_yaml_files, load_documents, redacted
 
@@ -65,6 +75,9 @@ class Manifest:
     # The Flux Kustomization that deploys it, if any.
     deployed_by: str | None = None
     encrypted: bool = False
+    # The parent's patches that changed it, as `file:line (Kustomization ns/name spec.patches[i])`: the
+    # fields they set are not in the object's own file (its line numbers are those of the file as written).
+    patched_by: tuple[str, ...] = ()
 
     @property
     def obj(self) -> dict[str, Any]:
@@ -385,6 +398,9 @@ class _Application:
     substitutions: Mapping[str, str] | None  # None: no postBuild, nothing is substituted
     source: tuple[str, str | None]  # (name, namespace as written)
     file: Path | None = None  # where the entry point is written, when it is a Kustomization of the repo
+    # The Flux Kustomization itself, whose spec.patches, namePrefix/nameSuffix and commonMetadata apply to
+    # what it builds (None for a FluxInstance's sync).
+    manifest: Manifest | None = None
 
 
 @dataclass
@@ -428,7 +444,7 @@ class _Builder:
                         queue.append(_Application(
                             name=ks.name, namespace=ks.namespace, path=ks.path, target_namespace=ks.target_namespace,
                             components=ks.components, substitutions=ks.substitutions if ks.post_build else None,
-                            source=ks.source))
+                            source=ks.source, manifest=manifest))
 
         # The entry points' own files are applied by the bootstrap (flux bootstrap, a helmfile, kubectl).
         for path in dict.fromkeys(root.file for root in roots if root.file is not None and root.file not in read):
@@ -541,7 +557,7 @@ class _Builder:
             roots.append(_Application(name=ks.name, namespace=ks.namespace, path=ks.path,
                                       target_namespace=ks.target_namespace, components=ks.components,
                                       substitutions=ks.substitutions if ks.post_build else None, source=ks.source,
-                                      file=m.path))
+                                      file=m.path, manifest=m))
             described.append(f"Kustomization {ks.namespace}/{ks.name} ({m.location()})")
         return roots, tuple(described)
 
@@ -577,31 +593,97 @@ class _Builder:
                                                                      broken=[]))
 
     def _apply(self, application: _Application, raw: Mapping[Path, list[Manifest]],
-               read: set[Path]) -> Iterable[Manifest]:
-        """The objects a Flux Kustomization's build yields, each in the namespace it lands in."""
+               read: set[Path]) -> list[Manifest]:
+        """The objects a Flux Kustomization's build yields, each in the namespace it lands in, in kustomize's
+        order (api/internal/target/kusttarget_configplugin.go): the Kustomization's patches, then the
+        namespace (targetNamespace, else the top kustomization.yaml's), then namePrefix/nameSuffix; then
+        Flux's post-build substitution and commonMetadata (kustomize-controller's build and apply)."""
         if application.path is None:
-            return
+            return []
         folder = Path(application.path)
         seen: set[Path] = set()
-        files = self._expand(folder, namespace=None, seen=seen, broken=self.broken, read=read)
+        # The top kustomization.yaml's `namespace:` (which targetNamespace replaces: fluxcd/pkg
+        # kustomize_generator.go) applies after the patches; the folders below it set theirs before.
+        files = self._expand(folder, namespace=None, seen=seen, broken=self.broken, read=read, own_namespace=False)
         for component in application.components:
             target = Path(_normalise(PurePosixPath(folder) / component))
             files += self._expand(target, namespace=None, seen=seen, broken=self.broken, read=read)
+        top = self.kustomization_files.get(folder)
+        top_namespace = application.target_namespace or (top.namespace if top is not None else None)
+        built: list[tuple[Manifest, BuiltObject]] = []
         for file, kustomize_namespace in files:
             read.add(file)
-            namespace = application.target_namespace or kustomize_namespace
             for manifest in raw.get(file, []):
-                document = manifest.document
-                if application.substitutions is not None:
-                    document = _substitute(document, application.substitutions)
-                if manifest.kind == "Namespace" and manifest.group == "" and namespace:
-                    # kustomize's namespace transformer renames a Namespace object it builds.
-                    document = _renamed(document, namespace)
-                placed = manifest.namespace
-                if manifest.kind not in CLUSTER_SCOPED_KINDS:
-                    placed = namespace or placed
-                yield Manifest(document=document, namespace=placed, deployed_by=application.name,
-                               encrypted=manifest.encrypted)
+                cluster_scoped = manifest.kind in CLUSTER_SCOPED_KINDS
+                current = manifest.namespace if cluster_scoped else kustomize_namespace or manifest.namespace
+                data = manifest.document.data
+                if _is_namespace(manifest) and kustomize_namespace:
+                    data = _with_metadata(data, name=kustomize_namespace)
+                landing = current if cluster_scoped else top_namespace or current
+                ref = f"{manifest.kind} {landing}/{manifest.name}" if landing else f"{manifest.kind} {manifest.name}"
+                built.append((manifest, BuiltObject(obj=data, namespace_as_written=manifest.namespace,
+                                                    namespace=current, cluster_scoped=cluster_scoped, ref=ref)))
+        spec = dig(application.manifest.obj, ("spec",)) if application.manifest is not None else None
+        spec = spec if isinstance(spec, dict) else {}
+        patches, problems = read_patches(spec.get("patches"))
+        problems += apply_patches([b for _, b in built], patches)
+        self.errors.extend(self._patch_error(application, index, problem) for index, problem in problems)
+
+        for manifest, b in built:
+            if b.obj is None:
+                continue
+            if _is_namespace(manifest):
+                if top_namespace:  # kustomize's namespace transformer renames a Namespace object it builds
+                    b.obj = _with_metadata(b.obj, name=top_namespace)
+            elif not b.cluster_scoped:
+                b.namespace = top_namespace or b.namespace
+                if b.namespace and dig(b.obj, ("metadata", "namespace")) != b.namespace:
+                    b.obj = _with_metadata(b.obj, namespace=b.namespace)
+        add_name_affixes([b for _, b in built], prefix=str(spec.get("namePrefix") or ""),
+                         suffix=str(spec.get("nameSuffix") or ""))
+        manifests: list[Manifest] = []
+        for manifest, b in built:
+            if b.obj is None:
+                continue  # removed by a `$patch: delete`
+            document = manifest.document
+            document = Document(path=document.path, index=document.index, line=document.line, data=b.obj,
+                                lines=document.lines)
+            if application.substitutions is not None:
+                document = _substitute(document, application.substitutions)
+            if spec.get("commonMetadata") is not None:
+                document = Document(path=document.path, index=document.index, line=document.line,
+                                    data=with_common_metadata(document.data, spec["commonMetadata"]),
+                                    lines=document.lines)
+            manifests.append(Manifest(document=document, namespace=b.namespace, deployed_by=application.name,
+                                      encrypted=manifest.encrypted,
+                                      patched_by=tuple(self._patch_origin(application, i) for i in b.patched_by)))
+        return manifests
+
+    def _patch_origin(self, application: _Application, index: int) -> str:
+        """Where spec.patches[index] of the application is written: its own file, or (a patch its parent's
+        patch gave it) the parent's."""
+        manifest = application.manifest
+        assert manifest is not None  # only a Kustomization's own patches change objects
+        ref = f"Kustomization {application.namespace}/{application.name} spec.patches[{index}]"
+        if ("spec", "patches", index) in manifest.document.lines or not manifest.patched_by:
+            return f"{manifest.location(('spec', 'patches', index))} ({ref})"
+        setters = manifest.patched_by
+        return f"{ref}, set by {setters[0]}" if len(setters) == 1 else f"{ref}, set by one of {'; '.join(setters)}"
+
+    def _patch_error(self, application: _Application, index: int | None, problem: PatchProblem) -> ManifestError:
+        """A patch Flux cannot apply: its build fails, so nothing of the Kustomization is applied."""
+        assert application.manifest is not None
+        manifest = application.manifest
+        field_path: FieldPath = ("spec", "patches") if index is None else ("spec", "patches", index,
+                                                                            *problem.field_path)
+        name = "spec.patches" if index is None else f"spec.patches[{index}]"
+        inherited = ""
+        if manifest.patched_by:
+            inherited = f" (this Kustomization is itself patched by {', '.join(manifest.patched_by)})"
+        return ManifestError(
+            f"Kustomization {application.namespace}/{application.name}: {name} {problem.message}; "
+            f"kustomize-controller's build fails, so Flux applies nothing this Kustomization builds{inherited}",
+            location=manifest.location(field_path), remedy=problem.remedy)
 
     def _nearest_kustomization_dir(self, path: Path) -> Path | None:
         return next((folder for folder in path.parents if folder in self.kustomization_files), None)
@@ -720,9 +802,10 @@ class _Builder:
     # -- expanding kustomize trees --------------------------------------------------------------
 
     def _expand(self, directory: Path, *, namespace: str | None, seen: set[Path], broken: list[BrokenReference],
-                read: set[Path] | None = None) -> list[tuple[Path, str | None]]:
+                read: set[Path] | None = None, own_namespace: bool = True) -> list[tuple[Path, str | None]]:
         """Files (relative) a kustomize build of `directory` reads, with the namespace it sets (an outer
-        kustomization's `namespace:` wins over an inner one's)."""
+        kustomization's `namespace:` wins over an inner one's; with `own_namespace=False`, that of
+        `directory`'s own kustomization.yaml is left out)."""
         if directory in seen:
             return []
         seen.add(directory)
@@ -732,7 +815,8 @@ class _Builder:
                         if (directory / name) in self.documents or (self.root / directory / name).is_file())
         if kfile is None:
             return self._expand_generated(directory, namespace=namespace, seen=seen, broken=broken, read=read)
-        namespace = namespace or kfile.namespace
+        if own_namespace:
+            namespace = namespace or kfile.namespace
         files: list[tuple[Path, str | None]] = []
         for entry, field_path in kfile.entries:
             if "://" in entry or entry.startswith(("github.com/", "git@")):
@@ -821,10 +905,14 @@ def _chart_name(m: Manifest) -> str:
     return str(chart).rsplit("/", 1)[-1]
 
 
-def _renamed(document: Document, name: str) -> Document:
-    data = dict(document.data)
-    data["metadata"] = {**(data.get("metadata") or {}), "name": name}
-    return Document(path=document.path, index=document.index, line=document.line, data=data, lines=document.lines)
+def _is_namespace(m: Manifest) -> bool:
+    return m.kind == "Namespace" and m.group == ""
+
+
+def _with_metadata(data: dict[str, Any], **fields: str | None) -> dict[str, Any]:
+    """A copy of `data` with these metadata fields set."""
+    metadata = data.get("metadata")
+    return {**data, "metadata": {**(metadata if isinstance(metadata, dict) else {}), **fields}}
 
 
 def _substitute(document: Document, variables: Mapping[str, str]) -> Document:
