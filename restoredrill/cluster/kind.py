@@ -19,7 +19,10 @@ import os
 import platform
 import secrets
 import shutil
-from collections.abc import Mapping, Sequence
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -338,6 +341,170 @@ def offline_config(document: dict[str, Any], reference: str) -> dict[str, Any]:
     return derived
 
 
+# ---- the node image when none was chosen ----
+# kind v0.30.0's own default (pkg/apis/config/defaults/image.go): what `kind create cluster` runs
+# when neither --image nor the config names a node image.
+KIND_DEFAULT_NODE_IMAGE = (
+    "kindest/node:v1.34.0@sha256:7416a61b42b1662ca6ca89f02028ac133a309a2a30ba309614e8ec94d976dc5a"
+)
+# How long a `docker pull` may stay silent before the registry counts as unreachable. dockerd's own
+# limits are shorter (a registry that takes the connection and never answers: "Client.Timeout
+# exceeded while awaiting headers" after 25 s here; a dial that hangs: "i/o timeout" after 30 s).
+REGISTRY_ANSWER_TIMEOUT_S = 45.0
+NODE_IMAGE_SOURCES = "--kind-image, ini kind_node_image or RESTOREDRILL_KIND_IMAGE"
+# The Docker engine's words for "the engine itself does not answer" (never a registry's fault).
+DOCKER_DOWN_SIGNS = ("cannot connect to the docker daemon", "is the docker daemon running", "docker.sock")
+# The registry answered, and said no: not found, no access, rate limits, server errors, bad TLS.
+REGISTRY_ANSWER_SIGNS = (
+    "manifest unknown", "not found", "unauthorized", "denied", "authentication required", "toomanyrequests",
+    "received unexpected http status", "x509:", "certificate", "invalid reference format", "no matching manifest",
+)
+# The registry could not be reached at all, as dockerd reports it (Go's net and net/http errors).
+UNREACHABLE_SIGNS = (
+    "no such host",  # DNS: the name does not resolve (an air-gapped machine's usual answer)
+    "server misbehaving", "temporary failure in name resolution",  # DNS without a working server
+    "connection refused", "network is unreachable", "no route to host", "connection reset by peer",
+    "i/o timeout", "tls handshake timeout", "client.timeout exceeded", "request canceled while waiting for connection",
+    "context deadline exceeded", "proxyconnect tcp",
+)
+
+
+@dataclass(frozen=True)
+class DockerAnswer:
+    """What one probing `docker` command said: its exit status (None: stopped after a time limit),
+    its output (stdout and stderr together) and, for a pull, whether the registry had begun to answer."""
+
+    returncode: int | None
+    output: str = ""
+    answered: bool = False
+    seconds: float = 0.0
+
+    def message(self) -> str:
+        """The engine's last words (its error line), for people."""
+        lines = [line.strip() for line in self.output.splitlines() if line.strip()]
+        return lines[-1] if lines else "(no output)"
+
+
+@dataclass(frozen=True)
+class NodeImageChoice:
+    """The node image a session with none chosen runs: `LOCAL_NODE_IMAGE` (assembled here) or the
+    reference kind would use; the progress line that says so and why; the stand-in note, if any."""
+
+    image: str
+    line: str
+    note: str | None = None
+
+    @property
+    def local(self) -> bool:
+        return self.image == LOCAL_NODE_IMAGE
+
+
+def image_present(wanted: str, inspect: DockerAnswer) -> bool:
+    """Whether `docker inspect --type=image` found the image; an engine that does not answer is an error."""
+    if inspect.returncode == 0:
+        return True
+    text = inspect.output.lower()
+    if "no such image" in text or "no such object" in text:
+        return False
+    raise RestoreDrillError(f"Docker could not say whether it holds the kind node image {wanted}: "
+                            f"{inspect.message()}", remedy=_DOCKER_REMEDY)
+
+
+def choose_node_image(wanted: str, *, present: bool, pull: DockerAnswer | None) -> NodeImageChoice:
+    """The node image when none was chosen: `wanted` (the kind config's, else kind's default) when
+    Docker has it or a pull of it succeeds; assembled here when Docker cannot reach its registry at
+    all (DNS failure, connection refused, timeout: an air-gapped machine); any other failed pull (the
+    registry answered: no such image, no access, rate limited, bad TLS) is an error naming it."""
+    if present:
+        return NodeImageChoice(wanted, f"[kind] no node image chosen ({NODE_IMAGE_SOURCES}): using {wanted}, "
+                               "already in Docker")
+    if pull is None:
+        raise ValueError(f"{wanted} is not in Docker: the choice needs the result of pulling it")
+    if pull.returncode == 0:
+        return NodeImageChoice(wanted, f"[kind] no node image chosen ({NODE_IMAGE_SOURCES}): pulled {wanted} "
+                               f"in {pull.seconds:.0f}s")
+    local_remedy = ("pass --kind-image local (ini kind_node_image = local, or RESTOREDRILL_KIND_IMAGE=local) to "
+                    "assemble a node image here from the pinned builds, or --kind-image IMAGE for one you can pull")
+    if pull.returncode is None:
+        if pull.answered:
+            raise RestoreDrillError(f"the pull of kind's node image {wanted} began but did not finish in "
+                                    f"{pull.seconds:.0f}s; last seen: {pull.message()}", remedy=local_remedy)
+        reason = f"no answer within {pull.seconds:.0f}s"
+    else:
+        text = pull.output.lower()
+        if any(sign in text for sign in DOCKER_DOWN_SIGNS):
+            raise RestoreDrillError(f"Docker could not pull kind's node image {wanted}: {pull.message()}",
+                                    remedy=_DOCKER_REMEDY)
+        if any(sign in text for sign in REGISTRY_ANSWER_SIGNS) or not any(sign in text for sign in UNREACHABLE_SIGNS):
+            raise RestoreDrillError(f"Docker could not pull kind's node image {wanted}: {pull.message()}",
+                                    remedy=local_remedy)
+        reason = pull.message()
+    return NodeImageChoice(
+        LOCAL_NODE_IMAGE,
+        f"[kind] no node image chosen ({NODE_IMAGE_SOURCES}) and {wanted} is not in Docker, whose registry it "
+        f"cannot reach ({reason}): assembling the node image here, as --kind-image local does",
+        note=f"kind node image assembled here (as --kind-image local): none was chosen, and Docker cannot reach "
+        f"the registry of {wanted} ({reason})",
+    )
+
+
+def config_node_image(document: Mapping[str, Any]) -> str:
+    """The node image a kind config makes kind use: its first node's `image`, else kind's default."""
+    for node in document.get("nodes") or []:
+        if node.get("image"):
+            return str(node["image"])
+    return KIND_DEFAULT_NODE_IMAGE
+
+
+def docker_inspect_image(docker: str, image: str, *, timeout: float) -> DockerAnswer:
+    """`docker inspect --type=image IMAGE`, as kind itself looks before it pulls."""
+    started = time.monotonic()
+    try:
+        done = subprocess.run([docker, "inspect", "--type=image", image], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+    except subprocess.TimeoutExpired:
+        return DockerAnswer(None, "docker inspect did not answer", seconds=time.monotonic() - started)
+    return DockerAnswer(done.returncode, done.stdout + done.stderr if done.returncode else "",
+                        seconds=time.monotonic() - started)
+
+
+def docker_pull(docker: str, image: str, *, answer_timeout: float, pull_timeout: float) -> DockerAnswer:
+    """`docker pull IMAGE`, stopped when it stays silent for `answer_timeout` seconds (no registry
+    answered) or runs longer than `pull_timeout`; whatever it printed is kept."""
+    started = time.monotonic()
+    process = subprocess.Popen([docker, "pull", image], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, errors="replace")
+    lines: list[str] = []
+    answered = threading.Event()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            # "Error response from daemon" is no sign of a registry; a pull's progress is.
+            if not line.startswith(("Error", "Using default tag")):
+                answered.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    deadline = started + answer_timeout
+    returncode: int | None = None
+    while True:
+        try:
+            returncode = process.wait(timeout=0.2)
+            break
+        except subprocess.TimeoutExpired:
+            now = time.monotonic()
+            if answered.is_set():
+                deadline = started + pull_timeout
+            if now >= deadline:
+                process.kill()
+                process.wait()
+                break
+    reader.join(timeout=5)
+    return DockerAnswer(returncode, "".join(lines), answered=answered.is_set(), seconds=time.monotonic() - started)
+
+
 def nodes_ready(nodes: Mapping[str, Any]) -> tuple[bool, str]:
     """Whether every node in a `kubectl get nodes -o json` list is Ready, and what was seen."""
     seen = []
@@ -376,12 +543,15 @@ class KindCluster(ClusterProvider):
         config: Path = DEFAULT_CONFIG,
         storage_class_manifest: Path = LOCAL_STORAGE_CLASS_MANIFEST,
         node_image: str | None = None,
+        choose_node_image: bool = False,
         kind_bin: str | None = None,
         kubectl_bin: str | None = None,
         keep: bool = False,
         verify_storage: bool = True,
         export_logs_on_down: bool = True,
         timeouts: Mapping[str, float] | None = None,
+        out: Callable[[str], None] | None = None,
+        docker: str | None = None,
     ) -> None:
         self.cluster_name = kind_cluster_name(base_name, worker_id)
         self.run_id = run_id
@@ -391,8 +561,13 @@ class KindCluster(ClusterProvider):
         self.config = config
         self.storage_class_manifest = storage_class_manifest
         self.node_image = node_image
+        # No node image chosen by the user: `up` picks one (`choose_node_image`) and says which and why.
+        # Without it, no image means the kind config's, with no look at Docker first.
+        self.choose_node_image = choose_node_image and node_image is None
+        self.choice: NodeImageChoice | None = None
         self.kind_bin = kind_bin
         self.kubectl_bin = kubectl_bin
+        self.docker = docker
         # Offline: the node image is assembled here and no image can be pulled.
         self.offline = node_image == LOCAL_NODE_IMAGE
         self.notes: list[str] = []
@@ -400,8 +575,16 @@ class KindCluster(ClusterProvider):
         self.verify_storage = verify_storage
         self.export_logs_on_down = export_logs_on_down
         self.timeouts = timeouts if timeouts is not None else active()
+        self.out = out
         self._cluster: PathToolsKindCluster | None = None
         self._created = False
+        self._node_reference: str | None = None
+
+    def say(self, line: str) -> None:
+        """A progress line for the person running the session (and the log)."""
+        log.info("%s", line)
+        if self.out is not None:
+            self.out(line)
 
     @property
     def pytest_kind(self) -> PathToolsKindCluster:
@@ -436,23 +619,45 @@ class KindCluster(ClusterProvider):
         ):
             if not path.is_file():
                 raise ConfigError(f"{what} {path} does not exist", remedy=f"see {KIND_CONFIG_DIR}/README.md")
-        # The node image first (it may take minutes, and waits for another session's build), then
-        # the name: one session at a time decides whether this name exists, is ours, or is made now.
-        config = self.cluster_config()
+        if self.choose_node_image and self.choice is None:
+            self.choice = self.resolve_node_image()
+            self.say(self.choice.line)
+            self.offline = self.choice.local
+        # One session at a time decides whether this name exists, is ours, or is made now. A node
+        # image assembled here is built (or found up to date) inside: an existing cluster is judged
+        # first, so a refused one costs no build.
         lock_dir = cache_dir() / "locks"
         lock_dir.mkdir(parents=True, exist_ok=True)
         with FileLock(str(lock_dir / f"kind-{self.cluster_name}.lock")):
-            return self._up_locked(config)
+            return self._up_locked()
 
-    def _up_locked(self, config: Path) -> ClusterHandle:
+    def resolve_node_image(self) -> NodeImageChoice:
+        """No node image was chosen: the kind config's (else kind's default) when Docker has it or can
+        pull it, else (Docker cannot reach the registry) one assembled here. See `choose_node_image`."""
+        wanted = config_node_image(yaml.safe_load(self.config.read_text()) or {})
+        docker = self.docker or shutil.which("docker")
+        if docker is None:
+            raise MissingToolError("docker", remedy=_DOCKER_REMEDY)
+        present = image_present(wanted, docker_inspect_image(docker, wanted, timeout=self.timeouts["command"]))
+        pull = None
+        if not present:
+            self.say(f"[kind] no node image chosen: {wanted} is not in Docker; trying to pull it "
+                     f"(no answer in {REGISTRY_ANSWER_TIMEOUT_S:.0f}s counts as no registry)")
+            pull = docker_pull(docker, wanted, answer_timeout=REGISTRY_ANSWER_TIMEOUT_S,
+                               pull_timeout=self.timeouts["cluster_up"])
+        return choose_node_image(wanted, present=present, pull=pull)
+
+    def _up_locked(self) -> ClusterHandle:
         cluster = self.pytest_kind
         if cluster.exists():
             cluster.export_kubeconfig()
             self._claim_existing()
             self._prepare()
             return self.handle()
+        config = self.cluster_config()
         try:
             self._created = True  # a failed `kind create` leaves our node (--retain): ours to delete
+            self.say(f"[kind] creating kind cluster {self.cluster_name} (node image {self.node_reference()})")
             created = cluster.create(config_file=config)
             if not created:
                 self._created = False  # made by someone else between the look and the create: not ours
@@ -469,14 +674,31 @@ class KindCluster(ClusterProvider):
             raise
         return self.handle()
 
+    def node_reference(self) -> str:
+        """The node image this session runs: the one assembled here (built now unless up to date), the
+        chosen one, or the kind config's."""
+        if self._node_reference is None:
+            if self.offline:
+                from restoredrill.cluster import kindnode
+
+                self._node_reference = kindnode.NodeImageBuilder(out=lambda line: log.info("%s", line)).build()
+            else:
+                self._node_reference = self.node_image or config_node_image(
+                    yaml.safe_load(self.config.read_text()) or {})
+        return self._node_reference
+
+    def _offline_notes(self) -> list[str]:
+        from restoredrill.cluster import kindnode
+
+        choice = [self.choice.note] if self.choice is not None and self.choice.note else []
+        return [*choice, *kindnode.OFFLINE_NODE_NOTES, f"node image {self.node_reference()}"]
+
     def cluster_config(self) -> Path:
         """The kind config to create with: ours as shipped, or (offline) derived for the local node image."""
         if not self.offline:
             return self.config
-        from restoredrill.cluster import kindnode
-
-        reference = kindnode.NodeImageBuilder(out=lambda line: log.info("%s", line)).build()
-        self.notes = [*kindnode.OFFLINE_NODE_NOTES, f"node image {reference}"]
+        reference = self.node_reference()
+        self.notes = self._offline_notes()
         document = offline_config(yaml.safe_load(self.config.read_text()), reference)
         self.work_dir.mkdir(parents=True, exist_ok=True)
         derived = self.work_dir / "kind-config.yaml"
@@ -484,11 +706,14 @@ class KindCluster(ClusterProvider):
                            + yaml.safe_dump(document, sort_keys=False))
         return derived
 
+    def _node_image_label(self) -> str:
+        return "local" if self.offline else (self.node_image or "kind-config")
+
     def _owner_data(self, *, kept: bool = False) -> dict[str, str]:
         # `kept` is written by a `down` that keeps the cluster: only such a cluster is reused (one
         # without it is in use by another session, or was left by one that crashed).
         return {"created-by": "restoredrill", "cluster": self.cluster_name, "run-id": self.run_id,
-                "node-image": "local" if self.offline else (self.node_image or "kind-config"),
+                "node-image": self._node_image_label(), "node-image-reference": self.node_reference(),
                 "kept": "true" if kept else "false"}
 
     def _claim_existing(self) -> None:
@@ -516,17 +741,26 @@ class KindCluster(ClusterProvider):
                 "that session still uses it, or ended without its clean-up",
                 remedy=f"wait for that session, or delete the cluster ({delete}); give concurrent sessions "
                 "different --cluster-name values")
-        mine = "local" if self.offline else (self.node_image or "kind-config")
+        mine = self._node_image_label()
         if data.get("node-image") != mine:
             raise ConfigError(
                 f"kind cluster {self.cluster_name} (kept by run {data.get('run-id')}) runs node image "
                 f"{data.get('node-image')!r}, and this run asks for {mine!r}",
                 remedy=f"delete it ({delete}) or run with the node image it was made with")
-        log.info("reusing kind cluster %s, kept by restoredrill run %s", self.cluster_name, data.get("run-id"))
+        # The same kind of image; the same image? (A node image assembled here changes with the code
+        # and the pinned builds; an owner ConfigMap written before the reference was recorded has none.)
+        theirs = data.get("node-image-reference")
+        if theirs and theirs != self.node_reference():
+            raise ConfigError(
+                f"kind cluster {self.cluster_name} (kept by run {data.get('run-id')}) runs node image {theirs}, "
+                f"and this run's is {self.node_reference()}",
+                remedy=f"delete it ({delete}) and run again to make one from this node image")
+        self.say(f"[kind] reusing kind cluster {self.cluster_name}, kept by restoredrill run {data.get('run-id')} "
+                 f"(node image {self.node_reference()})")
         if self.offline:
-            from restoredrill.cluster import kindnode
-
-            self.notes = list(kindnode.OFFLINE_NODE_NOTES)
+            self.notes = self._offline_notes()
+        elif self.choice is not None and self.choice.note:
+            self.notes = [self.choice.note]
         self.notes.append(f"reused kind cluster {self.cluster_name} kept by run {data.get('run-id')}")
         # Ours again: the platform is installed on it, and it is deleted at the end unless kept again.
         self._created = True
@@ -693,13 +927,12 @@ class KindCluster(ClusterProvider):
             try:
                 self._write_owner(kept=True)
             except RestoreDrillError as error:
-                log.warning("could not mark kind cluster %s as kept (a next run will refuse it): %s",
-                            self.cluster_name, error)
-            log.info(
-                "keeping kind cluster %s; delete it with `kind delete cluster --name %s`",
-                self.cluster_name,
-                self.cluster_name,
-            )
+                self.say(f"[kind] WARNING: kind cluster {self.cluster_name} is left running but could not be marked "
+                         f"kept, so a next session will refuse it: {error.message.splitlines()[0]}")
+            else:
+                self.say(f"[kind] keeping kind cluster {self.cluster_name} (marked kept: the next session with this "
+                         f"name and node image reuses it); delete it with `kind delete cluster --name "
+                         f"{self.cluster_name}`")
             return
         self._export_logs_and_delete()
 
