@@ -48,17 +48,22 @@ lint: setup
 	$(BIN)/mypy
 
 # The kind provider on a real Docker engine: the platform tests on kind, one cluster per xdist
-# worker (-n 2). Needs a running Docker engine (kind's own requirement);
-# where no registry is reachable, set RESTOREDRILL_KIND_IMAGE=local (or pass --kind-image local) and
-# the node image and every image are built here. `make test KIND=0` leaves this out, and says so.
+# worker (-n 2). Needs a running Docker engine (kind's own requirement). With no node image chosen,
+# kind's own is used when Docker has it or can pull it; where Docker cannot reach a registry, the
+# node image is assembled here (as --kind-image local does) and the run says so; every image is
+# then built here. `make test KIND=0` leaves this out, and says so.
 KIND ?= 1
 # Then the nightly workflow's own steps, in order, as its workflow_dispatch with selection=pelican
 # and two workers runs them (.ci/machine/run-nightly-workflow says which steps need GitHub and are
-# not run, and which one is replaced here).
+# not run, and which one is replaced here). Then --keep-cluster for real: one kind cluster made by a
+# session with no node image chosen, reused by the next, refused (untouched) when another node
+# image is asked for, when not marked kept, and when not ours.
 kind-smoke: setup
 	$(BIN)/pytest tests/platform/test_platform_cluster.py --cluster-provider kind -n 2 \
 	  --reports-dir reports/kind -p no:cacheprovider
 	$(BIN)/python .ci/machine/run-nightly-workflow --selection pelican --workers 2
+	$(BIN)/pytest tests/cluster/test_kind_keep_reuse.py --cluster-provider kind \
+	  --reports-dir reports/kind-keep -p no:cacheprovider
 
 # The user-facing drills as `make drill` runs them, on a fresh local cluster, cut to what fits CI.
 SMOKE_APPS ?= pelican gatus
