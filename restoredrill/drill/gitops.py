@@ -463,7 +463,7 @@ class GitOpsDeployment:
                 return manifest.obj
         return None
 
-    def create_namespace(self, namespace: str, *, kustomizations: Sequence[str] = ()) -> None:
+    def create_namespace(self, namespace: str, *, kustomizations: Sequence[tuple[str, str]] = ()) -> None:
         """The app's namespace, labelled as this run's (the drill may delete only what it made).
 
         On a cluster restoredrill made, a namespace an earlier run left (labelled created-by
@@ -479,9 +479,9 @@ class GitOpsDeployment:
         except NotOursError:
             if not (self.ctx.cluster.created_by_us and self._left_by_earlier_run(namespace) and self.sole_user()):
                 raise
-        for name in kustomizations:
+        for home, name in kustomizations:
             self.ctx.delete([{"apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
-                              "metadata": {"name": name, "namespace": self.flux.namespace}}], wait=True)
+                              "metadata": {"name": name, "namespace": home}}], wait=True)
         found = self.ctx.core.read_namespace(namespace)
         uid = found.metadata.uid if found.metadata else None
         self.ctx.core.delete_namespace(namespace, body=client.V1DeleteOptions(
@@ -503,11 +503,18 @@ class GitOpsDeployment:
         for kustomization in kustomizations:
             self.ctx.apply([self._as_applied(kustomization)])
         for kustomization in kustomizations:
-            self.flux.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
-                                                   pods_in=(kustomization.get("spec") or {}).get("targetNamespace"))
+            home = self.flux_in(kustomization)
+            home.wait_for_kustomization_ready(str(kustomization["metadata"]["name"]),
+                                              pods_in=(kustomization.get("spec") or {}).get("targetNamespace")
+                                              or home.namespace)
         for kustomization in kustomizations:
-            for namespace, name in self.flux.helm_releases(str(kustomization["metadata"]["name"])):
+            for namespace, name in self.flux_in(kustomization).helm_releases(str(kustomization["metadata"]["name"])):
                 self.flux.wait_for_helm_release_ready(namespace, name)
+
+    def flux_in(self, kustomization: dict[str, Any]) -> Flux:
+        """Flux's helpers for the namespace a Kustomization lives in."""
+        home = str((kustomization.get("metadata") or {}).get("namespace") or self.flux.namespace)
+        return self.flux if home == self.flux.namespace else Flux(self.ctx, namespace=home)
 
     def apply_suspended(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Create the app's Kustomizations suspended (the runbook's order before a restore: Flux must
@@ -538,6 +545,18 @@ class GitOpsDeployment:
     def _disclose(self, notes: Iterable[str]) -> None:
         self.standins += [note for note in notes if note not in self.standins]
 
+    def _ensure_namespace(self, namespace: str, *, why: str) -> None:
+        """A namespace the drill needs for its own stand-ins (a dependency's home, `external-secrets`),
+        created labelled as this run's when the cluster lacks it; an existing one is used as it is."""
+        try:
+            self.ctx.core.read_namespace(namespace)
+            return
+        except client.ApiException as error:
+            if error.status != 404:
+                raise
+        create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id)
+        self._disclose([f"Namespace {namespace}: created for {why}"])
+
     def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:
         the drill cluster runs CNPG, Velero and the object store without the repo's HelmReleases)."""
@@ -550,6 +569,8 @@ class GitOpsDeployment:
                                                       namespace, name):
                     continue
                 source = (kustomization.get("spec") or {}).get("sourceRef") or {}
+                self._ensure_namespace(namespace, why=f"the stand-in for {kustomization['metadata']['name']}'s "
+                                                      f"dependency {name}")
                 self.ctx.apply([{
                     "apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
                     "metadata": {"name": name, "namespace": namespace, "labels": {STANDIN_LABEL: "dependency"}},

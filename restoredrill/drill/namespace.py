@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, ClassVar, cast
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -58,7 +59,7 @@ from restoredrill.drill.snapshot import repository_access, verify_against_snapsh
 from restoredrill.errors import CommandError, RestoreDrillError
 from restoredrill.platform import CloudNativePG, Flux, Velero
 from restoredrill.platform.base import PlatformContext, pod_is_ready
-from restoredrill.platform.flux import GIT_SERVER, SOURCE_GROUP, SOURCE_VERSION
+from restoredrill.platform.flux import GIT_SERVER, KUSTOMIZE_GROUP, SOURCE_GROUP, SOURCE_VERSION
 from restoredrill.platform.velero import GROUP, VERSION, restore_failure
 from restoredrill.podvolumes import compare_pod_volumes, compare_restored_bytes
 from restoredrill.timeline import drill_timeline
@@ -295,7 +296,7 @@ class NamespaceDrill:
 
     # ---- deploy and seed -------------------------------------------------------------------
     def deploy(self) -> None:
-        self.gitops.create_namespace(self.ns, kustomizations=self.plan.kustomization_names)
+        self.gitops.create_namespace(self.ns, kustomizations=self.plan.kustomization_refs)
         self.created_namespace = True
         for pv in self.released_volumes():
             self.release_volume(pv, manual=False)
@@ -479,8 +480,8 @@ class NamespaceDrill:
     def flux_objects(self) -> list[tuple[str, str, str, str]]:
         """The namespaced objects the app's Kustomizations applied: (version, group, kind, name)."""
         objects = []
-        for name in self.plan.kustomization_names:
-            status = (self.flux.get_kustomization(name) or {}).get("status") or {}
+        for home, name in self.plan.kustomization_refs:
+            status = (self.flux_in(home).get_kustomization(name) or {}).get("status") or {}
             for entry in (status.get("inventory") or {}).get("entries") or []:
                 namespace, object_name, group, kind = str(entry["id"]).split("_", 3)
                 if namespace == self.ns:
@@ -490,8 +491,8 @@ class NamespaceDrill:
     def helm_release_objects(self) -> list[tuple[str, dict[str, Any]]]:
         """("HelmRelease NS/NAME", object) of the app's HelmReleases in its namespace."""
         found = []
-        for name in self.plan.kustomization_names:
-            for namespace, release in self.flux.helm_releases(name):
+        for home, name in self.plan.kustomization_refs:
+            for namespace, release in self.flux_in(home).helm_releases(name):
                 if namespace == self.ns:
                     found.append((f"HelmRelease {namespace}/{release}", self.flux.get_helm_release(namespace, release)
                                   or {}))
@@ -597,13 +598,14 @@ class NamespaceDrill:
     def suspend(self) -> None:
         """`flux suspend kustomization`, then wait until no reconcile is still running: one already in
         flight could otherwise apply objects after the namespace is deleted."""
-        for name in self.plan.kustomization_names:
-            self.flux.suspend(name)
-        self.fail([f"Kustomization {n} is not suspended" for n in self.plan.kustomization_names
-                   if not self.flux.is_suspended(n)])
-        for name in self.plan.kustomization_names:
-            def idle(name: str = name) -> tuple[bool | None, str]:
-                conditions = ((self.flux.get_kustomization(name) or {}).get("status") or {}).get("conditions") or []
+        for home, name in self.plan.kustomization_refs:
+            self.flux_in(home).suspend(name)
+        self.fail([f"Kustomization {h}/{n} is not suspended" for h, n in self.plan.kustomization_refs
+                   if not self.flux_in(h).is_suspended(n)])
+        for home, name in self.plan.kustomization_refs:
+            def idle(name: str = name, home: str = home) -> tuple[bool | None, str]:
+                conditions = ((self.flux_in(home).get_kustomization(name) or {}).get("status") or {}).get(
+                    "conditions") or []
                 busy = [c for c in conditions if c.get("type") == "Reconciling" and c.get("status") == "True"]
                 return (None, f"reconciling: {busy[0].get('message')}") if busy else (True, "idle")
 
@@ -646,14 +648,51 @@ class NamespaceDrill:
             f"its claimRef was removed so the restored claim binds to it: `kubectl patch pv {name} --type json "
             "-p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'`")
 
+    def flux_in(self, namespace: str) -> Flux:
+        """Flux's helpers for a Kustomization's namespace."""
+        return self.flux if namespace == self.flux.namespace else Flux(self.ctx, namespace=namespace)
+
+    @property
+    def suspend_modifier_name(self) -> str:
+        return f"restoredrill-{self.run_id}-{self.tag}-suspended"[:63]
+
+    def restore_suspended_kustomizations(self) -> None:
+        """Kustomizations in the app's own namespace are in its backup, taken before they were
+        suspended: restored as they are, Flux would apply the repo while the volumes are restored (the
+        race the runbook's suspend step exists to prevent). They are restored suspended, by a Velero
+        resource modifier, and a real restore needs the same step: recorded as one."""
+        names = self.plan.kustomizations_in_app_namespace
+        rules = {"version": "v1", "resourceModifierRules": [{
+            "conditions": {"groupResource": f"kustomizations.{KUSTOMIZE_GROUP}", "namespaces": [self.ns]},
+            "mergePatches": [{"patchData": json.dumps({"spec": {"suspend": True}})}]}]}
+        self.ctx.apply([{"apiVersion": "v1", "kind": "ConfigMap",
+                         "metadata": {"name": self.suspend_modifier_name, "namespace": self.velero.namespace,
+                                      "labels": {"app.kubernetes.io/part-of": "restoredrill"}},
+                         "data": {"rules.yaml": yaml.safe_dump(rules, sort_keys=False)}}])
+        self.record.manual_steps.append(
+            f"Kustomization(s) {', '.join(names)} live in the app's namespace {self.ns}, so the backup holds them "
+            "unsuspended and the restore would bring them back reconciling while the volumes restore: the drill "
+            f"restored them suspended with a Velero resource modifier (ConfigMap {self.velero.namespace}/"
+            f"{self.suspend_modifier_name}: kustomizations spec.suspend=true); a real restore needs the same, "
+            "`velero restore create ... --resource-modifier-configmap NAME`, then `flux resume kustomization`")
+
     def restore(self) -> None:
         name = f"{self.plan.app}-restore-{self.run_id}-{self.tag}"[:63].rstrip("-")
         self.record.restore = name
         started = time.monotonic()
-        self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.ns],
-                                   restore_pvs=True, resource_modifier=self.restore_modifier(),
-                                   restore_status=self.restore_status)
-        self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
+        modifier = self.restore_modifier()
+        if modifier is None and self.plan.kustomizations_in_app_namespace:
+            self.restore_suspended_kustomizations()
+            modifier = self.suspend_modifier_name
+        try:
+            self.velero.create_restore(name, backup_name=self.record.backup, included_namespaces=[self.ns],
+                                       restore_pvs=True, resource_modifier=modifier,
+                                       restore_status=self.restore_status)
+            self.velero.wait_for_pod_volume_restores(name, expected=self.record.pod_volume_backups)
+        finally:
+            if modifier == self.suspend_modifier_name:
+                self.ctx.delete([{"apiVersion": "v1", "kind": "ConfigMap",
+                                  "metadata": {"name": modifier, "namespace": self.velero.namespace}}])
         restore = self.velero.get_restore(name)
         phase = (restore.get("status") or {}).get("phase")
         if phase in ("Failed", "FailedValidation"):
@@ -893,9 +932,9 @@ class NamespaceDrill:
     def resume_and_adopt(self) -> None:
         before = self.object_states()
         problems = []
-        for name in self.plan.kustomization_names:
-            token = self.flux.resume(name)
-            kustomization = self.flux.wait_for_reconciled(name, token=token)
+        for home, name in self.plan.kustomization_refs:
+            token = self.flux_in(home).resume(name)
+            kustomization = self.flux_in(home).wait_for_reconciled(name, token=token)
             problems += self.revision_problems(kustomization)
         problems += self.helm_adoption_problems()
         after = self.object_states()
@@ -915,7 +954,8 @@ class NamespaceDrill:
         spec, status = kustomization.get("spec") or {}, kustomization.get("status") or {}
         source = spec.get("sourceRef") or {}
         repo = self.ctx.get_object(SOURCE_GROUP, SOURCE_VERSION, "gitrepositories",
-                                   str(source.get("namespace") or self.flux.namespace), str(source.get("name"))) or {}
+                                   str(source.get("namespace") or kustomization["metadata"].get("namespace")
+                                       or self.flux.namespace), str(source.get("name"))) or {}
         revision = ((repo.get("status") or {}).get("artifact") or {}).get("revision")
         applied = status.get("lastAppliedRevision")
         name = kustomization["metadata"]["name"]
@@ -940,7 +980,8 @@ class NamespaceDrill:
             if self.record.backup else None,
             "restore results": lambda: self.velero.restore_results(self.record.restore, fetch=self.fetch_in_cluster)
             if self.record.restore else None,
-            "Flux Kustomizations": lambda: [self.flux.get_kustomization(n) for n in self.plan.kustomization_names],
+            "Flux Kustomizations": lambda: [self.flux_in(h).get_kustomization(n)
+                                            for h, n in self.plan.kustomization_refs],
             "events": lambda: self.ctx.kubectl(["-n", self.ns, "get", "events", "--sort-by=.lastTimestamp"]),
             "pods and claims": lambda: self.ctx.kubectl(["-n", self.ns, "get", "pods,pvc", "-o", "wide"]),
             "pod logs": self.pod_logs,

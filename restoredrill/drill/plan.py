@@ -48,6 +48,19 @@ class AppPlan:
         return tuple(str(k["metadata"]["name"]) for k in self.kustomizations)
 
     @property
+    def kustomization_refs(self) -> tuple[tuple[str, str], ...]:
+        """(namespace, name) of the app's Kustomizations: where Flux has them (flux-system, or the
+        namespace a kustomization.yaml `namespace:` puts them in: often the app's own)."""
+        return tuple((str(k["metadata"].get("namespace") or "flux-system"), str(k["metadata"]["name"]))
+                     for k in self.kustomizations)
+
+    @property
+    def kustomizations_in_app_namespace(self) -> tuple[str, ...]:
+        """Names of the app's Kustomizations that live in its namespace: the backup holds them, and
+        the namespace's deletion and restore take them along."""
+        return tuple(name for namespace, name in self.kustomization_refs if namespace == self.namespace)
+
+    @property
     def database_claims(self) -> frozenset[str]:
         """Claims whose bytes a running database changes: verified by their rows, not file checksums."""
         return frozenset(claim for db in self.mysql for claim in db.claims)

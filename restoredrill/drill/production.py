@@ -494,7 +494,7 @@ class ProductionDrill(NamespaceDrill):
     def create_suspended(self) -> None:
         """The app's namespace (the drill's, labelled) and its Kustomizations, created suspended: Flux
         must not apply anything before the restore brought the data back (the runbook's order)."""
-        self.gitops.create_namespace(self.ns, kustomizations=self.plan.kustomization_names)
+        self.gitops.create_namespace(self.ns, kustomizations=self.plan.kustomization_refs)
         self.created_namespace = True
         # Production's restored workloads must not reach production either: their egress is confined
         # to the namespace, DNS and the API server, and what would write to production's backup

@@ -1,4 +1,5 @@
 """A HelmRelease app drilled end to end, offline: charts from --charts-dir served in the cluster.
+Its Flux Kustomization lives in the app's own namespace, as in most real repos.
 
 The repo (written here, shaped like real home-ops repos) has one app with two HelmReleases of a
 chart written here in app-template's shape (`controllers`, `persistence`): one from an
@@ -123,6 +124,7 @@ spec:
 
 def kustomization(name: str, path: str, *, target: str | None = None, wait: bool = False) -> str:
     extra = f"  targetNamespace: {target}\n" if target else ""
+    source = "    namespace: flux-system\n" if target else ""
     return f"""\
 ---
 apiVersion: kustomize.toolkit.fluxcd.io/v1
@@ -139,7 +141,7 @@ spec:
 {extra}  sourceRef:
     kind: GitRepository
     name: {SOURCE}
-"""
+{source}"""
 
 
 def files() -> dict[str, str]:
@@ -160,11 +162,13 @@ def files() -> dict[str, str]:
             "apiVersion: source.toolkit.fluxcd.io/v1\nkind: HelmRepository\nmetadata:\n  name: drill-charts\n"
             "  namespace: flux-system\nspec:\n  interval: 1h\n  url: https://charts.example.invalid/\n"
             "  secretRef:\n    name: chart-credentials\n"),
-        "kubernetes/apps/kustomization.yaml": "resources:\n  - ./helmdemo\n",
-        f"kubernetes/apps/{APP}/kustomization.yaml": "resources:\n  - ./namespace.yaml\n  - ./schedule.yaml\n"
+        "kubernetes/apps/kustomization.yaml": "resources:\n  - ./velero/helmdemo-schedule.yaml\n  - ./helmdemo\n",
+        # As in most real repos (onedr0p's layout): the namespace folder's `namespace:` puts the app's
+        # Flux Kustomization into the app's own namespace, so the backup holds it.
+        f"kubernetes/apps/{APP}/kustomization.yaml": f"namespace: {APP}\nresources:\n  - ./namespace.yaml\n"
                                                    f"  - ./{APP}/ks.yaml\n",
         f"kubernetes/apps/{APP}/namespace.yaml": f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {APP}\n",
-        f"kubernetes/apps/{APP}/schedule.yaml": (
+        "kubernetes/apps/velero/helmdemo-schedule.yaml": (
             "apiVersion: velero.io/v1\nkind: Schedule\nmetadata:\n  name: helmdemo-daily\n  namespace: velero\n"
             "spec:\n  schedule: '0 3 * * *'\n  template:\n    includedNamespaces: [helmdemo]\n"
             "    defaultVolumesToFsBackup: true\n    storageLocation: default\n    ttl: 720h0m0s\n"),
@@ -262,6 +266,7 @@ def test_the_runbooks_restore_makes_helm_controller_upgrade_every_release_and_th
                 "(the backup held revision 1)") in message
     assert "--status-include-resources helmreleases.helm.toolkit.fluxcd.io" in message
     assert drill.record.files_verified > 0  # verify passed before adoption failed
+    assert any(f"live in the app's namespace {APP}" in step for step in drill.record.manual_steps)
 
 
 def test_helm_release_app_is_drilled_offline_from_the_charts_folder_and_adopted(
@@ -277,6 +282,9 @@ def test_helm_release_app_is_drilled_offline_from_the_charts_folder_and_adopted(
     assert set(drill.snapshot.helm_releases) == {f"HelmRelease {APP}/helmdemo-{name}" for name in ("web", "worker")}
     assert ("apps", "Deployment", "helmdemo-web") in {(g, k, n) for _, g, k, n in drill.snapshot.objects}
     assert record.pod_volume_restores == 2 and record.files_verified > 0
+    # The Kustomization lives in the app's namespace: restored suspended, as a real restore must, and said so.
+    [step] = record.manual_steps
+    assert f"Kustomization(s) {APP} live in the app's namespace {APP}" in step and "--resource-modifier" in step
     for label, (_, _, revision) in drill.snapshot.helm_releases.items():
         history = (helm_release(drill, label.rsplit("/", 1)[1]).get("status") or {}).get("history") or []
         assert history and history[0]["version"] == revision == 1
