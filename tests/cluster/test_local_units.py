@@ -240,6 +240,8 @@ def test_containerd_config_keeps_all_state_under_the_cluster_dir() -> None:
     assert cri["containerd"]["runtimes"]["runc"]["options"]["SystemdCgroup"] is False
     assert cri["cni"]["bin_dir"] == "/usr/lib/cni"
     assert cri["netns_mounts_under_state_dir"] is True
+    # containerd 2.x's (and kind's) default: a non-root app may bind :80 in its own network namespace.
+    assert cri["enable_unprivileged_ports"] is True and cri["enable_unprivileged_icmp"] is True
 
 
 def test_cni_bridge_uses_the_node_subnet_and_our_ipam_dir() -> None:

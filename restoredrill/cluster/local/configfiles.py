@@ -39,6 +39,12 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   restrict_oom_score_adj = true
   # Pod network namespaces under our state dir, so `down` can tell them from anyone else's.
   netns_mounts_under_state_dir = true
+  # Containers may bind ports below 1024 and ping without capabilities, inside their own network
+  # namespace (net.ipv4.ip_unprivileged_port_start=0): containerd 2.x's default, and kind's, k3s's
+  # and minikube's; 1.6 defaults to off. An app that binds :80 as a non-root user (pelican-panel
+  # as uid 82) needs it.
+  enable_unprivileged_ports = true
+  enable_unprivileged_icmp = true
 
 [{cri}.containerd]
   snapshotter = "overlayfs"
