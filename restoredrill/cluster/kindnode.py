@@ -76,9 +76,14 @@ if [ $(( 0x$bnd >> 24 & 1 )) -eq 0 ]; then
 fi
 """
 CONTAINERD_DROP_IN = "[Service]\nExecStartPre=/kind/bin/restoredrill-oom-score.sh\n"
+# containerd 2.x (kind's) lets containers bind ports below 1024 and ping without capabilities in
+# their own network namespace by default; 1.6, which this image carries, needs it said.
+UNPRIVILEGED_SETTINGS = "  enable_unprivileged_ports = true\n  enable_unprivileged_icmp = true\n"
 OFFLINE_NODE_NOTES = (
     "kind node image assembled locally from the pinned builds (Debian containerd 1.6 instead of kind's 2.1)",
     "kind's default CNI (kindnetd) replaced by a single-node bridge network in the node image",
+    "containerd 1.6 told to allow unprivileged ports and ping (enable_unprivileged_ports/icmp), as kind's "
+    "containerd 2.1 does by default",
 )
 ETCD_IMAGE_TAG_SUFFIX = "-0"
 
@@ -182,6 +187,13 @@ class NodeImageBuilder:
             link = root / "usr/local/bin" / name
             if not link.is_symlink():
                 link.symlink_to(f"/usr/bin/{name}")
+        config = root / "etc/containerd/config.toml"
+        text = config.read_text()
+        if "enable_unprivileged_ports" not in text:
+            anchor = "  restrict_oom_score_adj = false\n"
+            if anchor not in text:
+                raise RuntimeError(f"{config}: kind's containerd config no longer has {anchor.strip()!r}")
+            config.write_text(text.replace(anchor, anchor + UNPRIVILEGED_SETTINGS))
         drop_in = root / "etc/systemd/system/containerd.service.d/10-restoredrill-oom-score.conf"
         drop_in.parent.mkdir(parents=True, exist_ok=True)
         drop_in.write_text(CONTAINERD_DROP_IN)
