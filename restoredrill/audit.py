@@ -13,7 +13,9 @@ The checks, each with the fault it exists to catch:
   schedule controller computes it) plus a grace: the RPO; warnings, and hooks that failed.
 - pod-volumes: in that Backup, one Completed PodVolumeBackup per pod volume fs-backup should
   take (nothing silently skipped: hostPath, opt-outs, a node with no node-agent), with bytes
-  where the claim is not empty.
+  where the claim is not empty. A claim is judged once (Velero copies a claim several pods mount
+  from one of them) and found by its uid when another pod, or one started since the backup (a
+  rollout), mounts it; PodVolumeBackups belong to their Backup by its uid label.
 - node-agent: a Running, Ready node-agent pod on every node.
 - cnpg: every CNPG Cluster ContinuousArchiving, its last successful base backup recent enough.
 """
@@ -61,6 +63,7 @@ CHECKS: dict[str, str] = {
 
 SCHEDULE_LABEL = "velero.io/schedule-name"
 BACKUP_LABEL = "velero.io/backup-name"
+BACKUP_UID_LABEL = "velero.io/backup-uid"
 PVC_UID_LABEL = "velero.io/pvc-uid"
 NODE_AGENT_LABEL = ("role", "node-agent")  # what Velero's nodeagent.IsRunningInNode looks for
 FINISHED = frozenset({"Completed", "PartiallyFailed", "Failed", "FailedValidation"})
@@ -259,18 +262,21 @@ def _schedule_backups(state: ClusterState, schedule: Mapping[str, Any]) -> list[
                                                  (_meta(b).get("labels") or {}).get(SCHEDULE_LABEL))).get(key, [])
 
 
-def _grouped(state: ClusterState, attribute: str, key: Callable[[dict[str, Any]], Any]) -> dict[Any, list[Any]]:
-    """The objects of one list grouped by `key`, computed once per state (Backups newest first)."""
+def _grouped(state: ClusterState, attribute: str, key: Callable[[dict[str, Any]], Any], *,
+             by: str = "") -> dict[Any, list[Any]]:
+    """The objects of one list grouped by `key` (named `by`, when one list is grouped more than one
+    way), computed once per state (Backups newest first)."""
     cache = state.groups
-    if attribute not in cache:
+    name = f"{attribute}:{by}"
+    if name not in cache:
         groups: dict[Any, list[dict[str, Any]]] = {}
         for item in getattr(state, attribute):
             groups.setdefault(key(item), []).append(item)
         if attribute == "backups":
             for items in groups.values():
                 items.sort(key=lambda b: _started(b) or datetime.min.replace(tzinfo=UTC), reverse=True)
-        cache[attribute] = groups
-    return cache[attribute]
+        cache[name] = groups
+    return cache[name]
 
 
 def last_finished_backup(state: ClusterState, schedule: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -322,7 +328,7 @@ def check_schedules(state: ClusterState, settings: AuditSettings) -> list[AuditF
                         f"read `velero backup describe {_meta(finished).get('name')} --details` and `velero backup "
                         f"logs {_meta(finished).get('name')}`; fix the cause, then let the next run prove it")
             elif status.get("warnings"):
-                finding(f"its last backup {_name(finished)} Completed with {status['warnings']} warnings",
+                finding(f"Completed with {status['warnings']} warning(s); it is the last backup of {subject}",
                         f"read them with `velero backup describe {_meta(finished).get('name')} --details`",
                         severity="warning", subject=backup)
             hooks = status.get("hookStatus") or {}
@@ -379,8 +385,9 @@ def _running_and_ready(pod: Mapping[str, Any]) -> bool:
     return status.get("phase") == "Running" and ready
 
 
-def _backed_up_pods(state: ClusterState, spec: Mapping[str, Any], started: datetime) -> list[dict[str, Any]]:
-    """Pods the backup took: in its namespaces and label selectors, running, and older than it."""
+def _pods_in_scope(state: ClusterState, spec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Running pods in the backup's namespaces and label selectors, oldest first (those the backup
+    took come before those started since)."""
     resources = [str(r) for r in spec.get("includedResources") or []]
     if (resources and not {"*", "pods", "pod"} & set(resources)) or {"pods", "pod"} & set(
             str(r) for r in spec.get("excludedResources") or []):
@@ -393,12 +400,25 @@ def _backed_up_pods(state: ClusterState, spec: Mapping[str, Any], started: datet
     pods = []
     for pod in candidates:
         labels = _meta(pod).get("labels") or {}
-        created = _time(_meta(pod).get("creationTimestamp"))
         if (_status(pod).get("phase") == "Running" and includes_namespace(spec, _meta(pod).get("namespace"))
-                and (not selectors or any(selector_matches(s, labels) for s in selectors))
-                and created is not None and created < started):
+                and (not selectors or any(selector_matches(s, labels) for s in selectors))):
             pods.append(pod)
-    return pods
+    return sorted(pods, key=lambda p: _time(_meta(p).get("creationTimestamp")) or datetime.max.replace(tzinfo=UTC))
+
+
+def _backup_pod_volume_backups(state: ClusterState, backup: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Backup's PodVolumeBackups, by its uid (velero.io/backup-uid, which the backup sync
+    controller rewrites for synced ones); by name where they carry no uid label. The name label is
+    no key for a name over 63 characters: Velero shortens it (label.GetValidName) with a hash."""
+    uid = _meta(backup).get("uid")
+    by_uid = _grouped(state, "pod_volume_backups", lambda p: (_meta(p).get("labels") or {}).get(BACKUP_UID_LABEL),
+                      by="backup-uid")
+    if uid and uid in by_uid:
+        return list(by_uid[uid])
+    by_name = _grouped(state, "pod_volume_backups", lambda p: (_meta(p).get("labels") or {}).get(BACKUP_LABEL),
+                       by="backup-name")
+    return [p for p in by_name.get(_meta(backup).get("name"), []) if BACKUP_UID_LABEL not in (_meta(p).get("labels")
+                                                                                                or {})]
 
 
 def _total_bytes(pvb: Mapping[str, Any]) -> int:
@@ -420,25 +440,41 @@ def check_pod_volumes(state: ClusterState, settings: AuditSettings) -> list[Audi
         started = _started(backup) if backup is not None else None
         if backup is None or started is None:
             continue
-        backup_name = str(_meta(backup).get("name"))
         spec = backup.get("spec") or {}
-        pvbs = _grouped(state, "pod_volume_backups",
-                        lambda p: (_meta(p).get("labels") or {}).get(BACKUP_LABEL)).get(backup_name, [])
         by_volume: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
-        for pvb in pvbs:
+        by_claim: dict[str, list[dict[str, Any]]] = {}
+        for pvb in _backup_pod_volume_backups(state, backup):
             pod_ref = (pvb.get("spec") or {}).get("pod") or {}
             key = (str(pod_ref.get("namespace")), str(pod_ref.get("name")), str((pvb.get("spec") or {}).get("volume")))
             by_volume.setdefault(key, []).append(pvb)
-        for pod in _backed_up_pods(state, spec, started):
+            if (_meta(pvb).get("labels") or {}).get(PVC_UID_LABEL):
+                by_claim.setdefault(str(_meta(pvb)["labels"][PVC_UID_LABEL]), []).append(pvb)
+        # A claim fs-backup takes is judged once per backup: Velero copies a claim mounted by several
+        # pods (RWX, or RWO pods on one node) from one of them only (item_backupper.go: "already been
+        # backed up from another pod").
+        judged: set[tuple[str, str]] = set()
+        for pod in _pods_in_scope(state, spec):
             namespace, pod_name = str(_meta(pod).get("namespace")), str(_meta(pod).get("name"))
             node = str((pod.get("spec") or {}).get("nodeName"))
+            created = _time(_meta(pod).get("creationTimestamp"))
+            # A pod started after the backup (a rollout, a restart) is not in it; its claims are, if
+            # they existed then: those are looked up by the claim's uid (velero.io/pvc-uid).
+            newer = created is None or created >= started
             hosted = {claim for ns, claim in on_host if ns == namespace}
-            plans = fs_backup_plan(spec, server, pod, host_path_claims=hosted)
+            plans = [plan for plan in fs_backup_plan(spec, server, pod, host_path_claims=hosted)
+                     if not newer or (plan.claim is not None and _claim_existed(state, namespace, plan.claim, started))]
             for plan in plans:
+                if plan.claim is not None and plan.expects_pod_volume_backup:
+                    if (namespace, plan.claim) in judged:
+                        continue
+                    judged.add((namespace, plan.claim))
+                claim_uid = claim_uids.get((namespace, plan.claim or ""))
+                found = [] if newer else by_volume.get((namespace, pod_name, plan.volume), [])
+                if not found and plan.claim is not None and claim_uid:
+                    found = by_claim.get(claim_uid, [])
                 findings += _judge_volume(state, settings, plan=plan, backup=backup, namespace=namespace,
-                                          pod=pod_name, node=node, has_agent=node in agents,
-                                          found=by_volume.get((namespace, pod_name, plan.volume), []),
-                                          claim_uid=claim_uids.get((namespace, plan.claim or "")))
+                                          pod=pod_name, node=node, has_agent=node in agents, found=found,
+                                          claim_uid=claim_uid, started_after=newer)
             opted_out = [p.volume for p in plans if p.coverage.excluded and p.claim is not None
                          and EXCLUDES_ANNOTATION in p.coverage.detail]
             if opted_out:
@@ -451,11 +487,21 @@ def check_pod_volumes(state: ClusterState, settings: AuditSettings) -> list[Audi
     return findings
 
 
+def _claim_existed(state: ClusterState, namespace: str, claim: str, moment: datetime) -> bool:
+    """Whether the claim was created before `moment` (a claim of unknown age counts as older)."""
+    found = _grouped(state, "claims", lambda c: (_meta(c).get("namespace"), _meta(c).get("name"))).get(
+        (namespace, claim), [])
+    created = _time(_meta(found[0]).get("creationTimestamp")) if found else None
+    return bool(found) and (created is None or created < moment)
+
+
 def _judge_volume(state: ClusterState, settings: AuditSettings, *, plan: PodVolumePlan, backup: Mapping[str, Any],
                   namespace: str, pod: str, node: str, has_agent: bool, found: Sequence[Mapping[str, Any]],
-                  claim_uid: str | None) -> list[AuditFinding]:
+                  claim_uid: str | None, started_after: bool = False) -> list[AuditFinding]:
     subject = f"Backup {_name(backup)}"
     what = f"volume {plan.volume!r}" + (f" (claim {plan.claim})" if plan.claim else "") + f" of pod {namespace}/{pod}"
+    if started_after:
+        what += " (started after the backup: looked up by its claim's uid)"
 
     def finding(problem: str, fix: str, severity: Severity = "error") -> list[AuditFinding]:
         return [AuditFinding("pod-volumes", severity, subject, problem, fix, app=namespace)]
@@ -472,11 +518,15 @@ def _judge_volume(state: ClusterState, settings: AuditSettings, *, plan: PodVolu
     if not plan.expects_pod_volume_backup:
         return []
     if not found:
-        why = (f"; node {node} runs no node-agent pod, so Velero could not copy it" if not has_agent else "")
+        why = (f"; node {node} runs no node-agent pod, so Velero could not copy it"
+               if not has_agent and not started_after else "")
         return finding(f"{what} has no PodVolumeBackup: its data is not in the backup{why}",
                        f"start the node-agent on node {node} (its DaemonSet's tolerations and nodeSelector)"
-                       if not has_agent else f"read `velero backup logs {_meta(backup).get('name')}` for this pod "
-                       "(a pod not Running at backup time, a volume policy, a skipped volume)")
+                       if not has_agent and not started_after else
+                       f"read `velero backup logs {_meta(backup).get('name')}` for "
+                       + ("the pod that mounted the claim then (no pod mounting it Running at backup time, an "
+                          "opt-out, a volume policy)" if started_after else
+                          "this pod (a pod not Running at backup time, a volume policy, a skipped volume)"))
     problems: list[AuditFinding] = []
     if len(found) > 1:
         problems += finding(f"{what} has {len(found)} PodVolumeBackups: "
@@ -708,13 +758,14 @@ def _claim_usage(api: Any, state: ClusterState) -> dict[tuple[str, str], int] | 
 
 
 def audit_cluster(kubeconfig: Path, context: str | None, *, settings: AuditSettings | None = None,
-                  volume_stats: bool = True) -> AuditReport:
-    """Read the cluster of `context` in `kubeconfig` and audit it."""
+                  volume_stats: bool = True, now: datetime | None = None) -> AuditReport:
+    """Read the cluster of `context` in `kubeconfig` and audit it, as at `now` (default: the clock;
+    a later moment shows what the audit will say of today's backups then: objects cannot be aged)."""
     from restoredrill.kube import load_api_client
 
     api = load_api_client(kubeconfig, context)
     try:
-        return audit(read_cluster(api, volume_stats=volume_stats), settings)
+        return audit(read_cluster(api, now=now, volume_stats=volume_stats), settings)
     finally:
         api.close()  # type: ignore[no-untyped-call]
 

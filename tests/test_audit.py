@@ -193,7 +193,8 @@ def test_failed_hooks_and_warnings() -> None:
     report = run(objects)
     assert "1 of 2 backup hooks failed in its last backup" in only(report, "schedules")
     warning = next(f for f in report.findings if f.severity == "warning")
-    assert warning.subject == f"Backup velero/{BACKUP}" and "Completed with 3 warnings" in warning.problem
+    assert warning.subject == f"Backup velero/{BACKUP}" and warning.problem == \
+        "Completed with 3 warning(s); it is the last backup of Schedule velero/pelican-daily"
 
 
 # -- pod volumes ---------------------------------------------------------------------------------
@@ -269,11 +270,50 @@ def test_a_zero_byte_pod_volume_backup_of_an_empty_claim() -> None:
     assert not unknown.errors and "nothing shows whether the claim is empty" in unknown.findings[0].problem
 
 
-def test_pods_newer_than_the_backup_are_not_expected_in_it() -> None:
+def test_a_pod_started_after_the_backup_is_judged_by_its_claims() -> None:
+    """A rollout or restart after the nightly backup: the new pod is not in the backup, its claim is
+    (the PodVolumeBackup names the old pod); a claim with none is an error, not a silence."""
     objects = healthy()
-    objects["pod_volume_backups"] = []
+    objects["pods"][0]["metadata"]["name"] = "pelican-7f9c-new"
     objects["pods"][0]["metadata"]["creationTimestamp"] = _ts(NOW - timedelta(hours=1))
+    objects["pods"][0]["spec"]["volumes"].append({"name": "scratch", "emptyDir": {}})
+    objects["pods"][0]["metadata"]["annotations"]["backup.velero.io/backup-volumes"] = "data,scratch"
+    assert not run(objects).findings, render_text(run(objects))  # data found by its claim; scratch was never in it
+    objects["pod_volume_backups"] = []
+    text = only(run(objects), "pod-volumes")
+    assert "volume 'data' (claim data) of pod pelican/pelican-7f9c-new (started after the backup: looked up by its " \
+           "claim's uid) has no PodVolumeBackup: its data is not in the backup" in text
+    # A claim made after the backup is not expected in it.
+    objects["claims"][0]["metadata"]["creationTimestamp"] = _ts(NOW - timedelta(hours=2))
     assert not run(objects).errors
+
+
+def test_a_claim_shared_by_pods_is_backed_up_once() -> None:
+    """Velero copies a claim mounted by several pods from one of them ("already been backed up from
+    another pod"): the others' volumes are not missing."""
+    objects = healthy()
+    objects["pods"].append(_pod("pelican", "pelican-worker", volumes=[_claim_volume("shared-data", "data")],
+                                annotations={"backup.velero.io/backup-volumes": "shared-data"}))
+    assert not run(objects).findings, render_text(run(objects))
+    objects["pod_volume_backups"] = []  # and with none at all, the claim is named once
+    assert "volume 'data' (claim data) of pod pelican/pelican-0 has no PodVolumeBackup" in only(run(objects),
+                                                                                              "pod-volumes")
+
+
+def test_pod_volume_backups_of_a_long_backup_name_are_found_by_its_uid() -> None:
+    """Velero labels a PodVolumeBackup with its Backup's name shortened to 63 characters with a hash
+    (label.GetValidName) and with the Backup's uid: the uid is the key."""
+    objects = healthy()
+    long_name = "pelican-volumes-and-config-nightly-offsite-schedule-20261126020000"
+    assert len(long_name) > 63
+    objects["backups"][0]["metadata"].update(name=long_name, uid="uid-backup")
+    objects["pod_volume_backups"][0]["metadata"]["labels"].update({
+        "velero.io/backup-name": long_name[:57] + "3f2a1b", "velero.io/backup-uid": "uid-backup"})
+    assert not run(objects).findings, render_text(run(objects))
+    # A PodVolumeBackup of another Backup of the same name (its uid differs) is not this one's.
+    objects["pod_volume_backups"][0]["metadata"]["labels"].update({"velero.io/backup-name": long_name,
+                                                                   "velero.io/backup-uid": "uid-other"})
+    assert "has no PodVolumeBackup" in only(run(objects), "pod-volumes")
 
 
 # -- node-agent and CNPG -------------------------------------------------------------------------
