@@ -33,8 +33,8 @@ def main() -> int:
     parser.add_argument("repo", type=Path)
     parser.add_argument("app")
     parser.add_argument("--reports", type=Path, default=None)
-    parser.add_argument("extra", nargs="*")
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()
+    extra = [arg for arg in extra if arg != "--"]
     from restoredrill.catalogue import build_catalogue
 
     started = time.monotonic()
@@ -43,7 +43,7 @@ def main() -> int:
     reports = args.reports or Path(tempfile.mkdtemp(prefix="restoredrill-bench-setup-"))
     command = [sys.executable, "-m", "pytest", "suites/drills", "-p", "no:cacheprovider", "--durations=0",
                "-k", f"test_namespace_restore and {args.app}", "--gitops-repo", str(args.repo.resolve()),
-               "--reports-dir", str(reports), *args.extra]
+               "--reports-dir", str(reports), *extra]
     print("$", " ".join(command), flush=True)
     begun = time.monotonic()
     done = subprocess.run(command, cwd=ROOT, check=False, capture_output=True, text=True)
