@@ -39,7 +39,7 @@ from typing import Any
 import allure
 import pytest
 
-from restoredrill.audit import AuditFinding, AuditReport, audit_cluster, render_text
+from restoredrill.audit import CHECKS, AuditFinding, AuditReport, audit_cluster, render_text
 from restoredrill.catalogue import App, Catalogue
 from restoredrill.cluster import ClusterHandle
 from restoredrill.drill.namespace import NamespaceDrill
@@ -49,9 +49,10 @@ from restoredrill.platform.base import Manifest, PlatformContext
 from restoredrill.platform.velero import GROUP, SCHEDULE_NAME_LABEL, VERSION
 from restoredrill.timeouts import timeout
 from restoredrill.waits import wait_until
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import EXAMPLE_REPO, PROJECT_ROOT, user_project
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
+pytest_plugins = ("pytester",)
 
 APP = "pelican"
 # Annotations a fault puts on the app's pod (removed after it).
@@ -344,6 +345,23 @@ def test_the_command_line_audit_prints_json_and_only_reads(production: Productio
         result["backup_age_seconds"]
     record_result(scenario="audit-live", cli_seconds=round(wall, 3), cli_audit_seconds=result["duration_s"])
     production.drill.out(f"[audit-live] restoredrill audit --json: {wall:.3f} s wall, {result['duration_s']} s audit")
+
+
+def test_the_audit_suite_passes_on_the_healthy_cluster_and_only_reads(production: Production,
+                                                                      pytester: pytest.Pytester,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """`pytest suites -m audit --cluster-kubeconfig K` as a user runs it (the existing provider, one
+    test per check), through the recording proxy: its fixtures read too, and only read."""
+    monkeypatch.setenv("PYTHONPATH", str(PROJECT_ROOT))
+    user_project(pytester.path, repo=False)
+    failing = {f.check for f in production.audit()[0].errors}  # other sessions' apps may fail a check
+    start = len(production.proxy.requests)
+    result = pytester.runpytest_subprocess("suites", "-m", "audit", "--cluster-kubeconfig",
+                                           str(production.proxy.kubeconfig), "--cluster-context",
+                                           production.proxy.context, "--gitops-repo", str(EXAMPLE_REPO),
+                                           "-p", "no:cacheprovider", timeout=timeout("command"))
+    assert_reads_only(production.proxy.requests[start:])
+    result.assert_outcomes(passed=len(CHECKS) - len(failing), failed=len(failing))
 
 
 def test_the_bench_script_prints_the_audits_time_on_the_live_cluster(production: Production,
