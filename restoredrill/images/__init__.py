@@ -162,6 +162,21 @@ class LocalImageBuilder:
         return archives
 
 
+def build_unlisted_image(name: str, reference: str, *, cache: Path | None = None) -> dict[str, Path]:
+    """{name: its OCI archive in `CACHE/images/`} for a registered image no provider's image set lists
+    (restoredrill's own programs: the S3 recorder, the chart server), for
+    `ClusterProvider.load_images`; rebuilt only when its inputs changed. Serialised with a file lock:
+    xdist workers share the cache."""
+    from filelock import FileLock
+
+    root = cache or cache_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root / f"{name}-image.lock")):
+        builder = LocalImageBuilder(toolchain=GoToolchain(cache=root), cache=root, provider="local")
+        builder.references[name] = reference  # for this build only
+        return {name: builder.build([name])[name]}
+
+
 def _spec_key(spec: ImageSpec) -> str:
     """Everything an archive depends on, including each source file's size and mtime."""
     sources = {}

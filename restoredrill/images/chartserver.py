@@ -20,12 +20,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from filelock import FileLock
-
-from restoredrill.images import LocalImageBuilder, register_image, static_binary_image
+from restoredrill.images import build_unlisted_image, register_image, static_binary_image
 from restoredrill.images.oci import DirEntry, ImageSpec
 from restoredrill.images.standins import go_program_binary
-from restoredrill.pins import cache_dir
 from restoredrill.toolchain.gobuild import GoToolchain
 
 __all__ = ["CHART_SERVER_IMAGE", "CHART_SERVER_MAIN_GO", "CHART_SERVER_PATH", "CHART_SERVER_REFERENCE",
@@ -245,10 +242,4 @@ def chart_server_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
 def build_chart_server_image(*, cache: Path | None = None) -> dict[str, Path]:
     """{"chart-server": its OCI archive}, for `ClusterProvider.load_images` (the archive holds
     CHART_SERVER_REFERENCE); rebuilt only when the program changed."""
-    root = cache or cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / "chart-server-image.lock")):
-        builder = LocalImageBuilder(toolchain=GoToolchain(cache=root), cache=root, provider="local")
-        builder.references[CHART_SERVER_IMAGE] = CHART_SERVER_REFERENCE
-        archive = builder.build([CHART_SERVER_IMAGE])[CHART_SERVER_IMAGE]
-    return {CHART_SERVER_IMAGE: archive}
+    return build_unlisted_image(CHART_SERVER_IMAGE, CHART_SERVER_REFERENCE, cache=cache)

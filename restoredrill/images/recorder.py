@@ -18,12 +18,9 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from filelock import FileLock
-
-from restoredrill.images import LocalImageBuilder, register_image, static_binary_image
+from restoredrill.images import build_unlisted_image, register_image, static_binary_image
 from restoredrill.images.oci import ImageSpec
 from restoredrill.images.standins import go_program_binary
-from restoredrill.pins import cache_dir
 from restoredrill.toolchain.gobuild import GoToolchain
 
 __all__ = ["RECORDER_IMAGE", "RECORDER_MAIN_GO", "RECORDER_PATH", "RECORDER_REFERENCE", "build_recorder_image",
@@ -385,11 +382,4 @@ def build_recorder_image(*, cache: Path | None = None) -> dict[str, Path]:
     """{"s3-recorder": its OCI archive in `CACHE/images/`}, for `ClusterProvider.load_images` (the
     archive holds RECORDER_REFERENCE); rebuilt only when the program changed. Serialised with a file
     lock: xdist workers share the cache."""
-    root = cache or cache_dir()
-    root.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root / "s3-recorder-image.lock")):
-        builder = LocalImageBuilder(toolchain=GoToolchain(cache=root), cache=root, provider="local")
-        # No provider's image set lists this harness image: add it for this build only.
-        builder.references[RECORDER_IMAGE] = RECORDER_REFERENCE
-        archive = builder.build([RECORDER_IMAGE])[RECORDER_IMAGE]
-    return {RECORDER_IMAGE: archive}
+    return build_unlisted_image(RECORDER_IMAGE, RECORDER_REFERENCE, cache=cache)
