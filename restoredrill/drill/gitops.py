@@ -513,8 +513,8 @@ class GitOpsDeployment:
 
     def flux_in(self, kustomization: dict[str, Any]) -> Flux:
         """Flux's helpers for the namespace a Kustomization lives in."""
-        home = str((kustomization.get("metadata") or {}).get("namespace") or self.flux.namespace)
-        return self.flux if home == self.flux.namespace else Flux(self.ctx, namespace=home)
+        return self.flux.in_namespace(str((kustomization.get("metadata") or {}).get("namespace")
+                                          or self.flux.namespace))
 
     def apply_suspended(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Create the app's Kustomizations suspended (the runbook's order before a restore: Flux must
@@ -577,7 +577,7 @@ class GitOpsDeployment:
                     "spec": {"interval": "1h", "path": f"./{EMPTY_PATH}", "prune": False,
                              "sourceRef": {"kind": "GitRepository", "name": str(source.get("name", "flux-system")),
                                            "namespace": str(source.get("namespace") or home)}}}])
-                Flux(self.ctx, namespace=namespace).wait_for_kustomization_ready(name)
+                self.flux.in_namespace(namespace).wait_for_kustomization_ready(name)
                 self.standins.append(f"Kustomization {namespace}/{name} (a dependency of "
                                      f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
                                      "provides what it deploys")

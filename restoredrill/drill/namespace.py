@@ -481,7 +481,7 @@ class NamespaceDrill:
         """The namespaced objects the app's Kustomizations applied: (version, group, kind, name)."""
         objects = []
         for home, name in self.plan.kustomization_refs:
-            status = (self.flux_in(home).get_kustomization(name) or {}).get("status") or {}
+            status = (self.flux.in_namespace(home).get_kustomization(name) or {}).get("status") or {}
             for entry in (status.get("inventory") or {}).get("entries") or []:
                 namespace, object_name, group, kind = str(entry["id"]).split("_", 3)
                 if namespace == self.ns:
@@ -492,7 +492,7 @@ class NamespaceDrill:
         """("HelmRelease NS/NAME", object) of the app's HelmReleases in its namespace."""
         found = []
         for home, name in self.plan.kustomization_refs:
-            for namespace, release in self.flux_in(home).helm_releases(name):
+            for namespace, release in self.flux.in_namespace(home).helm_releases(name):
                 if namespace == self.ns:
                     found.append((f"HelmRelease {namespace}/{release}", self.flux.get_helm_release(namespace, release)
                                   or {}))
@@ -599,12 +599,12 @@ class NamespaceDrill:
         """`flux suspend kustomization`, then wait until no reconcile is still running: one already in
         flight could otherwise apply objects after the namespace is deleted."""
         for home, name in self.plan.kustomization_refs:
-            self.flux_in(home).suspend(name)
+            self.flux.in_namespace(home).suspend(name)
         self.fail([f"Kustomization {h}/{n} is not suspended" for h, n in self.plan.kustomization_refs
-                   if not self.flux_in(h).is_suspended(n)])
+                   if not self.flux.in_namespace(h).is_suspended(n)])
         for home, name in self.plan.kustomization_refs:
             def idle(name: str = name, home: str = home) -> tuple[bool | None, str]:
-                conditions = ((self.flux_in(home).get_kustomization(name) or {}).get("status") or {}).get(
+                conditions = ((self.flux.in_namespace(home).get_kustomization(name) or {}).get("status") or {}).get(
                     "conditions") or []
                 busy = [c for c in conditions if c.get("type") == "Reconciling" and c.get("status") == "True"]
                 return (None, f"reconciling: {busy[0].get('message')}") if busy else (True, "idle")
@@ -647,10 +647,6 @@ class NamespaceDrill:
             f"PersistentVolume {name} (reclaim policy Retain) kept its data but stayed bound to the deleted claim; "
             f"its claimRef was removed so the restored claim binds to it: `kubectl patch pv {name} --type json "
             "-p '[{\"op\":\"remove\",\"path\":\"/spec/claimRef\"}]'`")
-
-    def flux_in(self, namespace: str) -> Flux:
-        """Flux's helpers for a Kustomization's namespace."""
-        return self.flux if namespace == self.flux.namespace else Flux(self.ctx, namespace=namespace)
 
     @property
     def suspend_modifier_name(self) -> str:
@@ -933,8 +929,8 @@ class NamespaceDrill:
         before = self.object_states()
         problems = []
         for home, name in self.plan.kustomization_refs:
-            token = self.flux_in(home).resume(name)
-            kustomization = self.flux_in(home).wait_for_reconciled(name, token=token)
+            token = self.flux.in_namespace(home).resume(name)
+            kustomization = self.flux.in_namespace(home).wait_for_reconciled(name, token=token)
             problems += self.revision_problems(kustomization)
         problems += self.helm_adoption_problems()
         after = self.object_states()
@@ -980,7 +976,7 @@ class NamespaceDrill:
             if self.record.backup else None,
             "restore results": lambda: self.velero.restore_results(self.record.restore, fetch=self.fetch_in_cluster)
             if self.record.restore else None,
-            "Flux Kustomizations": lambda: [self.flux_in(h).get_kustomization(n)
+            "Flux Kustomizations": lambda: [self.flux.in_namespace(h).get_kustomization(n)
                                             for h, n in self.plan.kustomization_refs],
             "events": lambda: self.ctx.kubectl(["-n", self.ns, "get", "events", "--sort-by=.lastTimestamp"]),
             "pods and claims": lambda: self.ctx.kubectl(["-n", self.ns, "get", "pods,pvc", "-o", "wide"]),

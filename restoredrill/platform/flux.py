@@ -272,6 +272,10 @@ class Flux:
         return self._wait_for(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations", name, what="Kustomization",
                               pods_in=pods_in)
 
+    def in_namespace(self, namespace: str) -> Flux:
+        """These helpers for objects in `namespace` (a Kustomization or HelmRelease outside flux-system)."""
+        return self if namespace == self.namespace else Flux(self.ctx, namespace=namespace)
+
     def helm_releases(self, kustomization: str) -> list[tuple[str, str]]:
         """(namespace, name) of the HelmReleases the Kustomization applied."""
         found = []
@@ -286,7 +290,7 @@ class Flux:
 
     def wait_for_helm_release_ready(self, namespace: str, name: str) -> Manifest:
         """Wait until helm-controller installed (or upgraded) the release and its pods can start."""
-        return Flux(self.ctx, namespace=namespace)._wait_for(HELM_GROUP, HELM_VERSION, "helmreleases", name,
+        return self.in_namespace(namespace)._wait_for(HELM_GROUP, HELM_VERSION, "helmreleases", name,
                                                              what="HelmRelease", pods_in=namespace)
 
     def _wait_for(self, group: str, version: str, plural: str, name: str, *, what: str,
