@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -84,3 +85,22 @@ def rendered(findings: list[Finding]) -> str:
 
 
 FindingsOf = Callable[[str], list[Finding]]
+
+
+class MakeProviderOptions:
+    """The lookups `fixtures.cluster.make_provider` makes of a pytest config, over a dict of flag
+    dests (ini keys unset)."""
+
+    def __init__(self, **values: Any) -> None:
+        from fixtures import cluster as cluster_fixtures
+
+        self.values = {"cluster_name": "pytest-kind", **values}
+        self.workerinput = {"workerid": "gw0", "testrunuid": "run1"}
+        # A run id already made, so this process's own (set by the real session) is left alone.
+        self.stash: dict[Any, Any] = {cluster_fixtures._RUN_ID_KEY: "run1"}
+
+    def getoption(self, dest: str, default: Any = None) -> Any:
+        return self.values.get(dest, default)
+
+    def getini(self, key: str) -> Any:
+        return None

@@ -25,6 +25,7 @@ from fixtures import cluster as cluster_fixtures
 from restoredrill.cluster import kind
 from restoredrill.cluster.kind import DockerAnswer, choose_node_image
 from restoredrill.errors import RestoreDrillError
+from tests.conftest import MakeProviderOptions
 
 WANTED = kind.KIND_DEFAULT_NODE_IMAGE
 
@@ -144,22 +145,13 @@ def test_kinds_default_node_image_is_the_one_kind_v0_30_0_ships() -> None:
 
 
 # ---- make_provider: who decides ----
-class Options:
-    def __init__(self, **values: Any) -> None:
-        self.values = {"cluster_name": "pytest-kind", "cluster_provider": "kind", **values}
-        self.workerinput = {"workerid": "gw0", "testrunuid": "run1"}
-        self.stash: dict[Any, Any] = {cluster_fixtures._RUN_ID_KEY: "run1"}
-
-    def getoption(self, dest: str, default: Any = None) -> Any:
-        return self.values.get(dest, default)
-
-    def getini(self, key: str) -> Any:
-        return None
+def kind_options(**values: Any) -> MakeProviderOptions:
+    return MakeProviderOptions(cluster_provider="kind", **values)
 
 
 def test_with_no_image_chosen_the_provider_chooses(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(cluster_fixtures.KIND_IMAGE_ENV, raising=False)
-    provider = cluster_fixtures.make_provider(Options())  # type: ignore[arg-type]
+    provider = cluster_fixtures.make_provider(kind_options())  # type: ignore[arg-type]
 
     assert isinstance(provider, kind.KindCluster)
     assert provider.choose_node_image and provider.node_image is None
@@ -171,7 +163,7 @@ def test_a_chosen_image_is_strict(how: str, image: str, monkeypatch: pytest.Monk
     monkeypatch.delenv(cluster_fixtures.KIND_IMAGE_ENV, raising=False)
     if how == "environment":
         monkeypatch.setenv(cluster_fixtures.KIND_IMAGE_ENV, image)
-    options = Options(kind_image=image) if how == "flag" else Options()
+    options = kind_options(kind_image=image) if how == "flag" else kind_options()
     provider = cluster_fixtures.make_provider(options)  # type: ignore[arg-type]
 
     assert isinstance(provider, kind.KindCluster)

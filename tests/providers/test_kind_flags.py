@@ -9,22 +9,7 @@ import pytest
 from fixtures import cluster as cluster_fixtures
 from restoredrill.cluster.kind import KindCluster
 from restoredrill.errors import ConfigError
-
-
-class Options:
-    """The two lookups make_provider uses, over a dict of flag dests (ini keys unset)."""
-
-    def __init__(self, **values: Any) -> None:
-        self.values = {"cluster_name": "pytest-kind", **values}
-        self.workerinput = {"workerid": "gw0", "testrunuid": "run1"}
-        # A run id already made, so this process's own (set by the real session) is left alone.
-        self.stash: dict[Any, Any] = {cluster_fixtures._RUN_ID_KEY: "run1"}
-
-    def getoption(self, dest: str, default: Any = None) -> Any:
-        return self.values.get(dest, default)
-
-    def getini(self, key: str) -> Any:
-        return None
+from tests.conftest import MakeProviderOptions
 
 
 @pytest.fixture(autouse=True)
@@ -34,7 +19,7 @@ def no_node_image_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def make(**values: Any) -> Any:
-    return cluster_fixtures.make_provider(Options(**values))  # type: ignore[arg-type]
+    return cluster_fixtures.make_provider(MakeProviderOptions(**values))  # type: ignore[arg-type]
 
 
 def test_pytest_kind_flags_reach_the_kind_provider(tmp_path: Any) -> None:
