@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kubernetes import client
 
-from fixtures.cluster import _alive
+from fixtures.cluster import user_alive
 from restoredrill.cluster import ClusterHandle, ClusterProvider
 from restoredrill.errors import CommandError, MissingToolError
 from restoredrill.kube import find_kubectl, run_kubectl
@@ -248,7 +248,7 @@ def test_zz_down_leaves_nothing_and_a_second_cluster_comes_up(cluster_provider: 
     assert isinstance(cluster_provider, LocalCluster)
     root = cluster_provider.layout.root
     users = root.parent / f".{root.name}-lock" / "users"
-    others = [p.name for p in users.iterdir() if not p.name.endswith(f"-{os.getpid()}") and _alive(p.name)]
+    others = [p.name for p in users.iterdir() if not p.name.endswith(f"-{os.getpid()}") and user_alive(p)]
     if others:
         pytest.skip(f"another pytest session uses this cluster too ({others}); it must not lose it")
     kept = root / "kept-data"
