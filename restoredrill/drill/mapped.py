@@ -237,8 +237,7 @@ class MappedNamespaceDrill:
         name = f"{schedule['metadata']['name']}-drill-{self.run_id}-{self.tag}"[:63].rstrip("-")
         template = dict(schedule["spec"]["template"])
         template.setdefault("storageLocation", self.platform.bsl)
-        self.velero.create_backup_from_schedule_template(template, name, schedule_name=schedule["metadata"]["name"],
-                                                         labels=self.labels)
+        self.velero.create_backup_from_schedule(schedule, name, template=template, labels=self.labels)
         self.record.backup = name
         self.made.append(f"Backup {self.velero.namespace}/{name}")
         backup = self.velero.wait_for_backup(name, require_completed=False)

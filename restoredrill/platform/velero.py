@@ -210,13 +210,16 @@ def rbac(*, namespace: str = NAMESPACE) -> list[Manifest]:
 def backup_from_schedule_template(template: Mapping[str, Any], *, name: str, namespace: str = NAMESPACE,
                                   schedule_name: str | None = None,
                                   schedule_labels: Mapping[str, str] | None = None,
+                                  schedule_annotations: Mapping[str, str] | None = None,
                                   labels: Mapping[str, str] | None = None) -> Manifest:
     """The Backup `velero backup create NAME --from-schedule` makes from a Schedule's template.
 
-    As Velero's BackupBuilder.FromSchedule: the template's `metadata.labels` (else the Schedule's
-    own labels) become the Backup's labels, plus `velero.io/schedule-name` and `labels` (the
-    drill's own); the spec is the template itself (its `metadata` key is part of the spec type and
-    is kept).
+    As Velero's BackupBuilder.FromSchedule (v1.16.2 pkg/builder/backup_builder.go): the template's
+    `metadata.labels` (else the Schedule's own labels) become the Backup's labels, plus
+    `velero.io/schedule-name` and `labels` (the drill's own); the Schedule's annotations become the
+    Backup's; the spec is the template itself (its `metadata` key is part of the spec type and is
+    kept). Velero's owner reference to the Schedule (`useOwnerReferencesInBackup`) is not set: a
+    drill's Backup is deleted by the drill, never by garbage collection of a Schedule.
     """
     spec = copy.deepcopy(dict(template))
     template_labels = (spec.get("metadata") or {}).get("labels")
@@ -227,6 +230,8 @@ def backup_from_schedule_template(template: Mapping[str, Any], *, name: str, nam
     metadata: dict[str, Any] = {"name": name, "namespace": namespace}
     if backup_labels:
         metadata["labels"] = backup_labels
+    if schedule_annotations:
+        metadata["annotations"] = dict(schedule_annotations)
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Backup", "metadata": metadata, "spec": spec}
 
 
@@ -422,12 +427,17 @@ class Velero:
                                              schedule_name=schedule_name, labels=labels)
         return self.ctx.create_object(GROUP, VERSION, "backups", self.namespace, body)
 
-    def create_backup_from_schedule(self, schedule: Mapping[str, Any], name: str) -> Manifest:
-        """Create a Backup from a whole Schedule manifest (its labels count when the template has none)."""
+    def create_backup_from_schedule(self, schedule: Mapping[str, Any], name: str, *,
+                                    template: Mapping[str, Any] | None = None,
+                                    labels: Mapping[str, str] | None = None) -> Manifest:
+        """Create a Backup from a whole Schedule manifest (its labels count when the template has
+        none, its annotations are copied); `template` replaces its `spec.template`."""
         self.check_bsl_available()
+        metadata = schedule["metadata"]
         body = backup_from_schedule_template(
-            schedule["spec"]["template"], name=name, namespace=self.namespace,
-            schedule_name=schedule["metadata"]["name"], schedule_labels=schedule["metadata"].get("labels"))
+            schedule["spec"]["template"] if template is None else template, name=name, namespace=self.namespace,
+            schedule_name=metadata["name"], schedule_labels=metadata.get("labels"),
+            schedule_annotations=metadata.get("annotations"), labels=labels)
         return self.ctx.create_object(GROUP, VERSION, "backups", self.namespace, body)
 
     def wait_for_backup(self, name: str, *, require_completed: bool = True) -> Manifest:

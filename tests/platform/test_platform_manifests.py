@@ -263,6 +263,13 @@ def test_a_drills_own_labels_join_the_schedules() -> None:
                                             "restoredrill.io/run-id": "r1"}
 
 
+def test_the_schedules_annotations_are_the_backups_as_velero_copies_them() -> None:
+    backup = backup_from_schedule_template({"includedNamespaces": ["a"]}, name="b", schedule_name="s",
+                                           schedule_annotations={"example.com/owner": "team-a"})
+    assert backup["metadata"]["annotations"] == {"example.com/owner": "team-a"}
+    assert "annotations" not in backup_from_schedule_template({}, name="b", schedule_name="s")["metadata"]
+
+
 def test_create_backup_refuses_when_bsl_unavailable() -> None:
     bsl = {"status": {"phase": "Unavailable", "message": "dial tcp: connection refused"}}
     ctx = FakeContext(objects={("backupstoragelocations", "default"): bsl})
