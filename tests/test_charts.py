@@ -272,3 +272,33 @@ def test_the_chart_server_is_read_only_and_stays_in_its_folder(chart_server: tup
     assert get(f"{base}/v2/charts/demo/manifests/1.2.0", method="PUT")[0] == 405
     assert get(f"{base}/v2/charts/missing/manifests/1.0.0")[0] == 404
     assert get(f"{base}/v2/charts/demo/manifests/..%2f..%2fhttp%2findex.yaml")[0] == 404
+
+
+# ---- HelmRelease dependsOn stand-ins ---------------------------------------------------------------
+def _release(name: str, namespace: str, *depends: dict[str, str]) -> dict[str, object]:
+    return {"metadata": {"name": name, "namespace": namespace}, "spec": {"dependsOn": list(depends)}}
+
+
+def test_release_dependencies_are_those_the_app_does_not_deploy() -> None:
+    from restoredrill.drill.helmreleases import release_dependencies
+
+    releases = [_release("immich", "media", {"name": "immich-redis"}, {"name": "rook-ceph-cluster",
+                                                                       "namespace": "rook-ceph"}),
+                _release("immich-redis", "media"),
+                _release("immich-ml", "media", {"name": "rook-ceph-cluster", "namespace": "rook-ceph"},
+                         {"name": "intel-device-plugin"})]
+    assert release_dependencies(releases) == [("rook-ceph", "rook-ceph-cluster", "media/immich"),
+                                              ("media", "intel-device-plugin", "media/immich-ml")]
+
+
+def test_a_dependency_stand_in_is_ready_only_with_the_status_helm_controller_checks() -> None:
+    from restoredrill.drill.helmreleases import dependency_ready_status, dependency_standin, ready_as_dependency
+
+    standin = dependency_standin(namespace="rook-ceph", name="rook-ceph-cluster", labels={"x": "y"})
+    assert standin["spec"]["suspend"] is True and "chartRef" in standin["spec"]
+    created = {**standin, "metadata": {**standin["metadata"], "generation": 2}}
+    assert not ready_as_dependency(created)
+    patched = {**created, **dependency_ready_status(created, now="2026-12-02T00:00:00Z")}
+    assert ready_as_dependency(patched)
+    stale = {**patched, "metadata": {**patched["metadata"], "generation": 3}}
+    assert not ready_as_dependency(stale), "helm-controller also wants the generation observed"

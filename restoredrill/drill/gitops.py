@@ -30,6 +30,7 @@ import subprocess
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -56,6 +57,12 @@ from restoredrill.drill.charts import (
     serve_chart_sources,
     served_source,
 )
+from restoredrill.drill.helmreleases import (
+    dependency_ready_status,
+    dependency_standin,
+    ready_as_dependency,
+    release_dependencies,
+)
 from restoredrill.drill.secretstandins import (
     StandinValues,
     secret_standin_files,
@@ -66,8 +73,9 @@ from restoredrill.errors import ConfigError, NotOursError
 from restoredrill.pins import cache_dir, module_pins
 from restoredrill.platform import Flux, Velero
 from restoredrill.platform.base import PlatformContext, labels, read_crds
-from restoredrill.platform.flux import KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
+from restoredrill.platform.flux import HELM_GROUP, HELM_VERSION, KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
 from restoredrill.timeouts import timeout
+from restoredrill.waits import wait_until
 from restoredrill.yamlio import iter_yaml_files
 
 STANDIN_LABEL = "restoredrill.io/stand-in"
@@ -581,3 +589,33 @@ class GitOpsDeployment:
                 self.standins.append(f"Kustomization {namespace}/{name} (a dependency of "
                                      f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
                                      "provides what it deploys")
+        self._satisfy_release_dependencies({str(k["metadata"]["name"]) for k in kustomizations})
+
+    def _satisfy_release_dependencies(self, kustomizations: set[str]) -> None:
+        """Stand in for `dependsOn` HelmReleases outside the app (a storage or device-plugin chart):
+        helm-controller installs none of the app's releases until those are Ready."""
+        releases = [{**m.obj, "metadata": {**(m.obj.get("metadata") or {}), "namespace": m.namespace or "default"}}
+                    for m in self.catalogue.manifests if m.kind == "HelmRelease" and m.deployed_by in kustomizations]
+        for namespace, name, dependent in release_dependencies(releases):
+            found = self.flux.get_helm_release(namespace, name)
+            if found is not None and ((found.get("metadata") or {}).get("labels") or {}).get(STANDIN_LABEL) is None:
+                continue  # the cluster has it: helm-controller judges the real one
+            if found is None:
+                self._ensure_namespace(namespace, why=f"the stand-in for HelmRelease {dependent}'s dependency {name}")
+                self.ctx.apply([dependency_standin(namespace=namespace, name=name,
+                                                   labels={STANDIN_LABEL: "dependency"})])
+
+            def ready(namespace: str = namespace, name: str = name) -> tuple[bool | None, str]:
+                current = self.flux.get_helm_release(namespace, name) or {}
+                if ready_as_dependency(current):
+                    return True, "Ready"
+                self.ctx.custom.patch_namespaced_custom_object_status(
+                    HELM_GROUP, HELM_VERSION, namespace, "helmreleases", name,
+                    dependency_ready_status(current, now=datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")))
+                return None, "status not yet Ready at its generation"
+
+            wait_until(f"the stand-in HelmRelease {namespace}/{name} to be Ready", ready,
+                       timeout=self.ctx.timeout("flux_reconcile"), interval=1.0)
+            self._disclose([f"HelmRelease {namespace}/{name} (a dependency of HelmRelease {dependent}): a suspended "
+                            "stand-in marked Ready; the drill platform provides what it deploys, or the app runs "
+                            "without it"])

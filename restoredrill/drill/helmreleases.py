@@ -129,3 +129,55 @@ def adoption_problems(*, helm_release: str, before: int, after: int | None, stat
             f"({ready.get('reason', '')}: {ready.get('message', '')})"
             + ("" if status_restored else f"; the restored HelmRelease had no status.history, so helm-controller "
                f"found a release it did not manage: {RESTORE_STATUS_FIX}")]
+
+
+# ---- dependsOn stand-ins -------------------------------------------------------------------------
+# helm-controller v1.4.3 (internal/controller/helmrelease_controller.go checkDependencies) installs a
+# HelmRelease only once each `spec.dependsOn` HelmRelease exists, has status.observedGeneration equal
+# to its generation and a Ready condition True (a `readyExpr` is evaluated on the same object). A
+# suspended HelmRelease is never reconciled (the controller only adds its finalizer, and on deletion
+# removes it without uninstalling anything), so a suspended stand-in keeps the status the drill gives it.
+STANDIN_REASON = "RestoredrillStandIn"
+
+
+def release_dependencies(releases: Iterable[Mapping[str, Any]]) -> list[tuple[str, str, str]]:
+    """`(namespace, name, dependent)` for every `spec.dependsOn` of `releases` (HelmRelease objects)
+    that is not itself one of them; a reference without a namespace means the dependent's own."""
+    own = {(str((r.get("metadata") or {}).get("namespace") or "default"), str((r.get("metadata") or {}).get("name")))
+           for r in releases}
+    found: list[tuple[str, str, str]] = []
+    for release in releases:
+        metadata = release.get("metadata") or {}
+        home = str(metadata.get("namespace") or "default")
+        for reference in (release.get("spec") or {}).get("dependsOn") or []:
+            if not isinstance(reference, Mapping) or not reference.get("name"):
+                continue
+            key = (str(reference.get("namespace") or home), str(reference["name"]))
+            if key not in own and not any(entry[:2] == key for entry in found):
+                found.append((*key, f"{home}/{metadata.get('name')}"))
+    return found
+
+
+def dependency_standin(*, namespace: str, name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """A suspended HelmRelease that helm-controller never installs (its chartRef names nothing)."""
+    return {"apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+            "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+            "spec": {"interval": "1h", "suspend": True,
+                     "chartRef": {"kind": "OCIRepository", "name": f"{name}-restoredrill-stand-in"}}}
+
+
+def ready_as_dependency(helm_release: Mapping[str, Any]) -> bool:
+    """What helm-controller requires of a dependency: observedGeneration current, Ready True."""
+    status = helm_release.get("status") or {}
+    generation = (helm_release.get("metadata") or {}).get("generation")
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return ready and generation is not None and status.get("observedGeneration") == generation
+
+
+def dependency_ready_status(helm_release: Mapping[str, Any], *, now: str) -> dict[str, Any]:
+    """The status patch that makes a stand-in ready as a dependency (at its current generation)."""
+    generation = int((helm_release.get("metadata") or {}).get("generation") or 1)
+    return {"status": {"observedGeneration": generation, "conditions": [{
+        "type": "Ready", "status": "True", "reason": STANDIN_REASON, "observedGeneration": generation,
+        "lastTransitionTime": now,
+        "message": "a restoredrill stand-in for a HelmRelease the drill does not deploy"}]}}

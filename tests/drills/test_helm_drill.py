@@ -5,8 +5,10 @@ The repo (written here, shaped like real home-ops repos) has one app with two He
 chart written here in app-template's shape (`controllers`, `persistence`): one from an
 OCIRepository in the app's own folder (`chartRef`), one from a HelmRepository in flux-system that
 another Kustomization deploys (`chart.spec.sourceRef`), both naming registries this cluster cannot
-reach. The drill serves the chart from its chart server, deploys, backs up, destroys, restores,
-verifies and checks that Flux adopts both releases (same Helm revision, same object UIDs).
+reach. The second `dependsOn` a HelmRelease outside the app (rook-ceph-cluster, as real repos
+write it), which the drill stands in for; the first depends on the second. The drill serves the
+chart from its chart server, deploys, backs up, destroys, restores, verifies and checks that Flux
+adopts both releases (same Helm revision, same object UIDs).
 """
 
 from __future__ import annotations
@@ -97,7 +99,7 @@ spec:
 """
 
 
-def release(name: str, chart_source: str, image: str) -> str:
+def release(name: str, chart_source: str, image: str, *, depends_on: str = "") -> str:
     return f"""\
 apiVersion: helm.toolkit.fluxcd.io/v2
 kind: HelmRelease
@@ -106,7 +108,7 @@ metadata:
 spec:
   interval: 1h
 {chart_source}
-  values:
+{depends_on}  values:
     controllers:
       main:
         containers:
@@ -146,10 +148,13 @@ spec:
 
 def files() -> dict[str, str]:
     oci_release = release("helmdemo-web", "  chartRef:\n    kind: OCIRepository\n    name: drill-template",
-                          "ghcr.io/restoredrill-test/helmdemo-web")
+                          "ghcr.io/restoredrill-test/helmdemo-web",
+                          depends_on="  dependsOn:\n    - name: helmdemo-worker\n")
     repo_release = release("helmdemo-worker", "  chart:\n    spec:\n      chart: drill-template\n      version: 1.x\n"
                            "      sourceRef:\n        kind: HelmRepository\n        name: drill-charts\n"
-                           "        namespace: flux-system", "ghcr.io/restoredrill-test/helmdemo-worker")
+                           "        namespace: flux-system", "ghcr.io/restoredrill-test/helmdemo-worker",
+                           # As real repos write it: a storage chart the drill does not deploy.
+                           depends_on="  dependsOn:\n    - name: rook-ceph-cluster\n      namespace: rook-ceph\n")
     return {
         "kubernetes/flux/cluster/gitrepository.yaml": (
             "apiVersion: source.toolkit.fluxcd.io/v1\nkind: GitRepository\nmetadata:\n"
@@ -279,6 +284,10 @@ def test_helm_release_app_is_drilled_offline_from_the_charts_folder_and_adopted(
     standins = "\n".join(record.standins)
     assert "served by the drill's chart server" in standins
     assert "HelmRepository flux-system/drill-charts" in standins and "secretRef dropped" in standins
+    # helm-controller installs neither release without its dependency: the outside one is stood in
+    # for, the app's own (web on worker) is not.
+    assert f"HelmRelease rook-ceph/rook-ceph-cluster (a dependency of HelmRelease {APP}/helmdemo-worker)" in standins
+    assert "HelmRelease helmdemo/helmdemo-worker (a dependency" not in standins
     assert set(drill.snapshot.helm_releases) == {f"HelmRelease {APP}/helmdemo-{name}" for name in ("web", "worker")}
     assert ("apps", "Deployment", "helmdemo-web") in {(g, k, n) for _, g, k, n in drill.snapshot.objects}
     assert record.pod_volume_restores == 2 and record.files_verified > 0
