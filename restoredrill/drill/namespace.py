@@ -57,6 +57,7 @@ from restoredrill.drill.helmreleases import (
 from restoredrill.drill.plan import AppPlan
 from restoredrill.drill.snapshot import repository_access, verify_against_snapshots, volume_snapshots
 from restoredrill.errors import CommandError, RestoreDrillError
+from restoredrill.images.gitserver import GIT_SERVER_PATH
 from restoredrill.platform import CloudNativePG, Flux, Velero
 from restoredrill.platform.base import PlatformContext, pod_is_ready
 from restoredrill.platform.flux import GIT_SERVER, KUSTOMIZE_GROUP, SOURCE_GROUP, SOURCE_VERSION
@@ -819,8 +820,8 @@ class NamespaceDrill:
                    if p.get("status", {}).get("phase") == "Running"]
         if not running:
             raise RestoreDrillError("no Running git-server pod to fetch Velero's restore results with")
-        return self.ctx.kubectl_bytes(["-n", self.flux.namespace, "exec", "-i", running[0], "--", "busybox", "wget",
-                                       "-q", "-O", "-", url], input=b"", timeout=self.ctx.timeout("command"))
+        return self.ctx.kubectl_bytes(["-n", self.flux.namespace, "exec", "-i", running[0], "--", GIT_SERVER_PATH,
+                                       "fetch", url], input=b"", timeout=self.ctx.timeout("command"))
 
     def object_problems(self) -> list[str]:
         problems = []

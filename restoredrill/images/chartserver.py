@@ -1,7 +1,7 @@
 """The chart server: the Helm charts a user gives with `--charts-dir`, served inside the drill
 cluster as the chart sources the repo's HelmReleases name, so HelmRelease apps deploy offline.
 
-A one-file Go program (standard library only, so it builds offline like the app stand-ins) in a
+A Go program (standard library only, so it builds offline like the app stand-ins) in a
 scratch image. It serves one folder, laid out on the host by `restoredrill.drill.charts`:
 - `http/`: a Helm HTTP repository (`index.yaml` and the `.tgz` files), for HelmRepository objects
   (`spec.type: default`), under `/helm/`;
@@ -17,12 +17,12 @@ request is logged on stdout as one line (method, path, status).
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 from restoredrill.images import build_unlisted_image, register_image, static_binary_image
+from restoredrill.images.gitserver import GO_DIR
 from restoredrill.images.oci import DirEntry, ImageSpec
-from restoredrill.images.standins import go_program_binary
+from restoredrill.images.standins import go_program_binary, program_digest
 from restoredrill.toolchain.gobuild import GoToolchain
 
 __all__ = ["CHART_SERVER_IMAGE", "CHART_SERVER_MAIN_GO", "CHART_SERVER_PATH", "CHART_SERVER_REFERENCE",
@@ -33,13 +33,10 @@ CHART_SERVER_MAIN_GO = """\
 package main
 
 import (
-	"archive/tar"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"log"
 	"net/http"
 	"os"
@@ -153,44 +150,6 @@ func serve(root, listen string) error {
 	return server.ListenAndServe()
 }
 
-// untar extracts the tar on stdin into root: regular files and folders only, none outside root.
-func untar(root string) error {
-	reader := tar.NewReader(os.Stdin)
-	for {
-		header, err := reader.Next()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(root, filepath.Clean("/"+header.Name))
-		switch header.Typeflag {
-		case tar.TypeDir:
-			if err := os.MkdirAll(target, 0o755); err != nil {
-				return err
-			}
-		case tar.TypeReg:
-			if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
-				return err
-			}
-			out, err := os.Create(target)
-			if err != nil {
-				return err
-			}
-			if _, err := io.Copy(out, reader); err != nil {
-				out.Close()
-				return err
-			}
-			if err := out.Close(); err != nil {
-				return err
-			}
-		default:
-			return fmt.Errorf("%s: only files and folders are accepted", header.Name)
-		}
-	}
-}
-
 func main() {
 	log.SetFlags(0)
 	stop := make(chan os.Signal, 1)
@@ -201,7 +160,7 @@ func main() {
 	}()
 	args := os.Args[1:]
 	if len(args) == 2 && args[0] == "untar" {
-		if err := untar(args[1]); err != nil {
+		if err := untar(os.Stdin, args[1]); err != nil {
 			fmt.Fprintln(os.Stderr, "chart-server untar:", err)
 			os.Exit(1)
 		}
@@ -223,13 +182,14 @@ CHART_SERVER_PATH = "/usr/local/bin/chart-server"
 CHART_SERVER_ROOT = "/srv/charts"
 # Tagged with the program's digest: a changed server is a new image, never a stale one that
 # `imagePullPolicy: IfNotPresent` would keep running.
-CHART_SERVER_REFERENCE = ("restoredrill.local/chart-server:"
-                          f"{hashlib.sha256(CHART_SERVER_MAIN_GO.encode()).hexdigest()[:12]}")
+# Its untar is the git server's (restoredrill/images/go/untar.go).
+CHART_SERVER_SOURCES = {"main.go": CHART_SERVER_MAIN_GO, "untar.go": (GO_DIR / "untar.go").read_text()}
+CHART_SERVER_REFERENCE = f"restoredrill.local/chart-server:{program_digest(CHART_SERVER_SOURCES)}"
 
 
 def chart_server_binary(*, cache: Path | None = None) -> Path:
     """The chart server, built once (per source digest) with the local Go toolchain."""
-    return go_program_binary(CHART_SERVER_MAIN_GO, name="chart-server", binary="chart-server", cache=cache)
+    return go_program_binary(CHART_SERVER_SOURCES, name="chart-server", binary="chart-server", cache=cache)
 
 
 @register_image(CHART_SERVER_IMAGE)

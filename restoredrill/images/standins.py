@@ -279,11 +279,18 @@ def standin_binary(*, cache: Path | None = None) -> Path:
     return go_program_binary(STANDIN_MAIN_GO, name="app-standin", binary="restoredrill-standin", cache=cache)
 
 
-def go_program_binary(main_go: str, *, name: str, binary: str, cache: Path | None = None) -> Path:
-    """A one-file Go program of restoredrill's own (standard library only, so it builds offline),
-    built static with the local toolchain into `CACHE/bin/NAME-DIGEST/BINARY`, the digest being the
-    source's: a changed program is a new binary, an unchanged one is never rebuilt."""
-    digest = hashlib.sha256(main_go.encode()).hexdigest()[:12]
+def go_program_binary(main_go: str | Mapping[str, str], *, name: str, binary: str,
+                      cache: Path | None = None) -> Path:
+    """A Go program of restoredrill's own, built static with the local toolchain into
+    `CACHE/bin/NAME-DIGEST/BINARY`, the digest being the sources': a changed program is a new
+    binary, an unchanged one is never rebuilt.
+
+    `main_go` is one file of standard library code (it builds with no download), or the program's
+    files by name; a `go.mod` among them (with its `go.sum`) names the modules it needs, which the
+    Go module proxy serves once and Go's module cache keeps."""
+    sources = {"main.go": main_go} if isinstance(main_go, str) else dict(main_go)
+    sources.setdefault("go.mod", f"module restoredrill.local/{name}\n\ngo 1.22\n")
+    digest = program_digest(sources)
     out = (cache or cache_dir()) / "bin" / f"{name}-{digest}" / binary
     if out.is_file():
         return out
@@ -295,8 +302,8 @@ def go_program_binary(main_go: str, *, name: str, binary: str, cache: Path | Non
     out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"restoredrill-{name}-") as scratch:
         source = Path(scratch)
-        (source / "go.mod").write_text(f"module restoredrill.local/{name}\n\ngo 1.22\n")
-        (source / "main.go").write_text(main_go)
+        for file_name, text in sources.items():
+            (source / file_name).write_text(text)
         # One partial per process: two builders racing each rename a complete binary into place.
         partial = out.with_name(f".{binary}.{os.getpid()}.partial")
         run([go, "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial), "."], cwd=source,
@@ -304,6 +311,15 @@ def go_program_binary(main_go: str, *, name: str, binary: str, cache: Path | Non
             env={**os.environ, "CGO_ENABLED": "0", "GOFLAGS": "-mod=mod"})
         partial.replace(out)
     return out
+
+
+def program_digest(sources: Mapping[str, str]) -> str:
+    """12 hex digits of a program's files (names and contents): its binary's and image's version."""
+    digest = hashlib.sha256()
+    for file_name in sorted(sources):
+        digest.update(f"{file_name}\0{len(sources[file_name])}\0".encode())
+        digest.update(sources[file_name].encode())
+    return digest.hexdigest()[:12]
 
 
 def standin_image(standin: StandIn, *, binary: Path) -> ImageSpec:

@@ -5,10 +5,11 @@ The controllers' Deployments and Service are upstream's own `config/manager` of 
 pinned modules' `config/crd/bases`. The controllers run under service accounts bound to
 cluster-admin, as Flux's own install does for kustomize-controller.
 
-The GitRepository is served from inside the cluster: a git-server pod (busybox httpd running
-`git http-backend` as CGI: git's smart HTTP protocol over plain http, which go-git needs) holding
-a bare repository made on the host from the GitOps tree under test and streamed in with
-`kubectl exec ... tar`. No outside network is involved.
+The GitRepository is served from inside the cluster: a git-server pod (restoredrill's own, on
+go-git's upload-pack server: git's smart HTTP protocol over plain http, which source-controller's
+go-git client speaks; see restoredrill/images/gitserver.py) holding a bare repository made on the
+host from the GitOps tree under test and streamed in with `kubectl exec ... git-server publish`.
+No outside network is involved.
 
 Flux is driven through the API, since the flux CLI cannot be built from the module proxy as-is:
 `spec.suspend` for suspend/resume, the `reconcile.fluxcd.io/requestedAt` annotation for
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from restoredrill.errors import CommandError, MissingToolError
+from restoredrill.images.gitserver import GIT_ROOT, GIT_SERVER_PATH
 from restoredrill.pins import module_pins
 from restoredrill.platform.base import (
     Manifest,
@@ -50,7 +52,6 @@ RECONCILE_ANNOTATION = "reconcile.fluxcd.io/requestedAt"
 HELM_GROUP, HELM_VERSION = "helm.toolkit.fluxcd.io", "v2"
 CONTROLLERS = ("source-controller", "kustomize-controller", "helm-controller")
 GIT_SERVER = "git-server"
-GIT_ROOT = "/srv/git"
 GIT_BRANCH = "main"
 
 
@@ -118,7 +119,7 @@ def git_server_manifests(images: Mapping[str, str], *, namespace: str = NAMESPAC
 
 
 def git_repository_url(repo: str, *, namespace: str = NAMESPACE) -> str:
-    return f"http://{GIT_SERVER}.{namespace}.svc.cluster.local/cgi-bin/git/{repo}.git"
+    return f"http://{GIT_SERVER}.{namespace}.svc.cluster.local/git/{repo}.git"
 
 
 def git_repository_manifest(*, name: str, url: str, namespace: str = NAMESPACE, branch: str = GIT_BRANCH,
@@ -182,7 +183,7 @@ def bare_repository_tar(tree: Path, *, repo: str, message: str = "restoredrill G
 
 
 def _root_owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
-    # Owned by the git server's user, so git's safe.directory check passes.
+    # No host user or group in the repo's files (the git server writes them as its own user).
     info.uid = info.gid = 0
     info.uname = info.gname = "root"
     return info
@@ -247,9 +248,8 @@ class Flux:
         if not running:
             raise PlatformError("the git server has no Running pod", remedy="call Flux.wait_ready() first")
         archive = bare_repository_tar(tree, repo=repo)
-        self.ctx.kubectl_bytes(["-n", self.namespace, "exec", "-i", running[0], "--", "sh", "-c",
-                                f"rm -rf {GIT_ROOT}/{repo}.git && tar -x -f - -C {GIT_ROOT}"],
-                               input=archive, timeout=self.ctx.timeout("command"))
+        self.ctx.kubectl_bytes(["-n", self.namespace, "exec", "-i", running[0], "--", GIT_SERVER_PATH, "publish",
+                                GIT_ROOT, repo], input=archive, timeout=self.ctx.timeout("command"))
         return git_repository_url(repo, namespace=self.namespace)
 
     def create_git_repository(self, *, name: str, url: str) -> None:

@@ -5,8 +5,9 @@ upstream's references (the local provider imports its locally built images under
 manifests are identical on local and kind; only where the image comes from differs.
 
 Local recipes: static Go binaries from the toolchain in scratch images (Velero, the AWS plugin,
-MinIO, the CNPG operator, the Flux controllers), and Debian root filesystems made with debootstrap
-for PostgreSQL (+ barman-cloud), MariaDB and the git server. Recipes register themselves with
+MinIO, the CNPG operator, the Flux controllers, and restoredrill's own git server from
+restoredrill/images/gitserver.py), and Debian root filesystems made with debootstrap for
+PostgreSQL (+ barman-cloud) and MariaDB. Recipes register themselves with
 `restoredrill.images.register_image`.
 """
 
@@ -21,6 +22,7 @@ from pathlib import Path
 
 from restoredrill.errors import CommandError, ConfigError, MissingToolError
 from restoredrill.images import BUSYBOX_BINARY, busybox_tree, register_image, static_binary_image
+from restoredrill.images.gitserver import git_server_reference
 from restoredrill.images.oci import DirEntry, FileEntry, ImageSpec, SymlinkEntry, TreeEntry
 from restoredrill.pins import cache_dir, load_pins
 from restoredrill.platform.kopia import KOPIA
@@ -61,7 +63,6 @@ POSTGRES_DEBIAN_VERSION = "15.18"
 # name so manifests need no change; the server inside is 10.11 (same client protocol and the
 # same FLUSH TABLES WITH READ LOCK semantics the freeze hooks rely on).
 MARIADB_REFERENCE = "docker.io/library/mariadb:11.4.5"
-GIT_SERVER_REFERENCE = "restoredrill.local/git-server:bookworm"
 # The newest MinIO server image upstream published (MinIO stopped publishing images in 2025); the
 # local build is the module version pinned in pins.toml.
 KIND_MINIO_REFERENCE = "quay.io/minio/minio:RELEASE.2025-04-22T22-12-26Z"
@@ -90,7 +91,7 @@ def platform_image_set(provider: str) -> dict[str, str]:
         "source-controller": f"ghcr.io/fluxcd/source-controller:{_version('source-controller')}",
         "kustomize-controller": f"ghcr.io/fluxcd/kustomize-controller:{_version('kustomize-controller')}",
         "helm-controller": f"ghcr.io/fluxcd/helm-controller:{_version('helm-controller')}",
-        "git-server": GIT_SERVER_REFERENCE,
+        "git-server": git_server_reference(),
         "busybox": "docker.io/library/busybox:1.35",
         # The kopia CLI at the fork and version Velero links (pins.toml [modules.kopia]).
         "kopia": f"restoredrill.local/kopia:velero-{_version('kopia')}",
@@ -365,24 +366,6 @@ def mariadb_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
         reference=reference,
         entries=(TreeEntry(root), FileEntry("/usr/local/bin/docker-entrypoint.sh", data=MARIADB_ENTRYPOINT.encode())),
         entrypoint=("/usr/local/bin/docker-entrypoint.sh",), env=("PATH=/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",),
-    )
-
-
-GIT_CGI = """#!/bin/sh
-# busybox httpd runs this for /cgi-bin/git/<repo>/...: the smart HTTP protocol, read-only.
-export GIT_PROJECT_ROOT=/srv/git GIT_HTTP_EXPORT_ALL=1
-exec git http-backend
-"""
-
-
-@register_image("git-server")
-def git_server_image(toolchain: GoToolchain, reference: str) -> ImageSpec:
-    root = debootstrap_rootfs(rootfs_dir("git-server"), packages=("git", "busybox"))
-    trim_rootfs(root)
-    return ImageSpec(
-        reference=reference,
-        entries=(TreeEntry(root), FileEntry("/www/cgi-bin/git", data=GIT_CGI.encode()), DirEntry("/srv/git", 0o777)),
-        entrypoint=("busybox", "httpd", "-f", "-v", "-p", "8080", "-h", "/www"),
     )
 
 

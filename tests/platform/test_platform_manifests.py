@@ -469,7 +469,7 @@ def test_kustomization_manifest() -> None:
     manifest = kustomization_manifest(name="app", path="./apps/demo", source="repo", target_namespace="demo")
     assert manifest["spec"]["sourceRef"] == {"kind": "GitRepository", "name": "repo"}
     assert manifest["spec"]["targetNamespace"] == "demo" and manifest["spec"]["prune"] is True
-    assert git_repository_url("gitops") == "http://git-server.flux-system.svc.cluster.local/cgi-bin/git/gitops.git"
+    assert git_repository_url("gitops") == "http://git-server.flux-system.svc.cluster.local/git/gitops.git"
     assert RECONCILE_ANNOTATION == "reconcile.fluxcd.io/requestedAt"
 
 
