@@ -19,10 +19,11 @@ import copy
 import gzip
 import hashlib
 import json
+import math
 import re
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from restoredrill.errors import NotOursError, RestoreDrillError
@@ -207,6 +208,25 @@ def rbac(*, namespace: str = NAMESPACE) -> list[Manifest]:
     ]
 
 
+# Velero's server reads the API's resource list once at start and then every 5 minutes
+# (v1.16.2 pkg/cmd/server/server.go initDiscoveryHelper: wait.Until(Refresh, 5*time.Minute)). Until
+# that refresh, a backup silently leaves out every object of a CRD created after the server started,
+# and a restore cannot resolve it: the drill waits for the refresh instead.
+DISCOVERY_REFRESH_S = 300.0
+DISCOVERY_MARGIN_S = 15.0  # the refresh itself, and wait.Until's sliding period
+
+
+def discovery_knows_at(started: datetime, created: Sequence[datetime], *, period: float = DISCOVERY_REFRESH_S,
+                       margin: float = DISCOVERY_MARGIN_S) -> datetime:
+    """When a Velero server started at `started` has seen CRDs created at `created`: its start for
+    those older than it, else the first refresh after the newest (plus a margin)."""
+    latest = max((c for c in created if c > started - timedelta(seconds=margin)), default=None)
+    if latest is None:
+        return started
+    periods = math.ceil((latest - started).total_seconds() / period) or 1
+    return started + timedelta(seconds=periods * period + margin)
+
+
 def backup_from_schedule_template(template: Mapping[str, Any], *, name: str, namespace: str = NAMESPACE,
                                   schedule_name: str | None = None,
                                   schedule_labels: Mapping[str, str] | None = None,
@@ -377,6 +397,41 @@ class Velero:
     def bsl(self) -> Manifest | None:
         return self.ctx.get_object(GROUP, VERSION, "backupstoragelocations", self.namespace, self.bsl_name)
 
+    def server_started_at(self) -> datetime | None:
+        """When the running Velero server container started (None: no running server found)."""
+        pods = self.ctx.as_manifests(self.ctx.core.list_namespaced_pod(self.namespace,
+                                                                       label_selector="deploy=velero").items)
+        times = [str(((status.get("state") or {}).get("running") or {}).get("startedAt") or "")
+                 for pod in pods for status in (pod.get("status") or {}).get("containerStatuses") or []
+                 if status.get("name") == "velero"]
+        started = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in times if t]
+        return max(started) if started else None
+
+    def wait_for_discovery(self) -> None:
+        """Wait until the Velero server knows every CRD of the cluster (see DISCOVERY_REFRESH_S)."""
+        from kubernetes import client
+
+        started = self.server_started_at()
+        if started is None:
+            return
+        crds = client.ApiextensionsV1Api(self.ctx.api).list_custom_resource_definition().items
+        created = {str(c.metadata.name): c.metadata.creation_timestamp for c in crds
+                   if c.metadata and c.metadata.creation_timestamp}
+        known_at = discovery_knows_at(started, list(created.values()))
+        newer = sorted(name for name, at in created.items() if at > started - timedelta(seconds=DISCOVERY_MARGIN_S))
+        if known_at <= datetime.now(UTC):
+            return
+        what = (f"Velero to discover {len(newer)} CRD(s) created after its server started ({', '.join(newer[:4])}"
+                f"{', ...' if len(newer) > 4 else ''}; it re-reads the API every 5 minutes, until then a backup "
+                "leaves their objects out)")
+
+        def probe() -> tuple[bool | None, str]:
+            left = (known_at - datetime.now(UTC)).total_seconds()
+            return (True if left <= 0 else None), f"its next refresh in {max(left, 0):.0f} s"
+
+        wait_until(what, probe, timeout=DISCOVERY_REFRESH_S + 2 * DISCOVERY_MARGIN_S, interval=5.0,
+                   on_progress=lambda line: self.ctx.out(f"[velero] {line}"))
+
     def check_bsl_available(self) -> None:
         """Raise `BackupStorageUnavailable` with Velero's message unless the BSL is Available now."""
         phase, message = bsl_state(self.bsl())
@@ -423,6 +478,7 @@ class Velero:
                                              labels: Mapping[str, str] | None = None) -> Manifest:
         """Create a Backup from a Schedule's `spec.template` (what `--from-schedule` does)."""
         self.check_bsl_available()
+        self.wait_for_discovery()
         body = backup_from_schedule_template(schedule_spec_template, name=name, namespace=self.namespace,
                                              schedule_name=schedule_name, labels=labels)
         return self.ctx.create_object(GROUP, VERSION, "backups", self.namespace, body)
@@ -433,6 +489,7 @@ class Velero:
         """Create a Backup from a whole Schedule manifest (its labels count when the template has
         none, its annotations are copied); `template` replaces its `spec.template`."""
         self.check_bsl_available()
+        self.wait_for_discovery()
         metadata = schedule["metadata"]
         body = backup_from_schedule_template(
             schedule["spec"]["template"] if template is None else template, name=name, namespace=self.namespace,
@@ -491,6 +548,7 @@ class Velero:
                        resource_modifier: str | None = None, labels: Mapping[str, str] | None = None,
                        restore_status: Sequence[str] = (), excluded_resources: Sequence[str] = ()) -> Manifest:
         self.check_bsl_available()
+        self.wait_for_discovery()
         body = restore_manifest(name=name, backup_name=backup_name, namespace=self.namespace,
                                 included_namespaces=included_namespaces, namespace_mapping=namespace_mapping,
                                 restore_pvs=restore_pvs, include_cluster_resources=include_cluster_resources,

@@ -610,3 +610,21 @@ def test_a_restore_that_cannot_read_the_backup_names_the_object() -> None:
     other = restore_failure({"metadata": {"name": "r"}, "status": {"phase": "FailedValidation",
                                                                    "validationErrors": ["backup not found"]}}, None)
     assert other == "Restore r ended FailedValidation: backup not found"
+
+
+# ---- Velero's discovery of CRDs made after its server started ------------------------------------
+def test_velero_knows_a_crd_only_from_the_first_refresh_after_it_was_created() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from restoredrill.platform.velero import discovery_knows_at
+
+    started = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
+    assert discovery_knows_at(started, []) == started
+    assert discovery_knows_at(started, [started - timedelta(hours=1)]) == started, "older CRDs: known at start"
+    # Created 40 s after the start (Flux installed after Velero): known after the 5-minute refresh.
+    assert discovery_knows_at(started, [started + timedelta(seconds=40)]) == started + timedelta(seconds=315)
+    # Created 7 minutes in: the refresh at 10 minutes; the newest CRD decides.
+    assert discovery_knows_at(started, [started + timedelta(seconds=40), started + timedelta(minutes=7)]) == (
+        started + timedelta(seconds=615))
+    # Within the margin of the start: the first listing may have missed it.
+    assert discovery_knows_at(started, [started - timedelta(seconds=5)]) == started + timedelta(seconds=315)
