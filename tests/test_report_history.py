@@ -20,7 +20,7 @@ from restoredrill.cli import main
 from restoredrill.errors import CommandError, ConfigError
 from restoredrill.report import (
     HISTORY_FILE,
-    allure_cli_path,
+    allure_cli,
     allure_metrics,
     history_summary,
     read_history,
@@ -240,10 +240,8 @@ def test_restoredrill_report_stops_on_a_corrupt_history_after_printing_the_summa
     assert f"{reports / HISTORY_FILE}:1: Allure history line is not JSON" in captured.err
 
 
-@pytest.mark.skipif(not allure_cli_path().exists() or shutil.which("node") is None,
-                    reason=f"the pinned Allure CLI is not installed at {allure_cli_path()} (or Node.js is missing); "
-                           "`restoredrill report` installs it from npm on first use")
 def test_the_real_allure_cli_appends_one_run_per_render_with_the_drill_metrics(tmp_path: Path) -> None:
+    allure_cli()  # the pinned CLI, installed from npm as `restoredrill report` installs it on first use
     reports, history = tmp_path / "reports", tmp_path / "reports" / HISTORY_FILE
     first, index = render_two_nights(reports, history)
 
