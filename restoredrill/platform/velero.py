@@ -219,8 +219,9 @@ DISCOVERY_MARGIN_S = 15.0  # the refresh itself, and wait.Until's sliding period
 def discovery_knows_at(started: datetime, created: Sequence[datetime], *, period: float = DISCOVERY_REFRESH_S,
                        margin: float = DISCOVERY_MARGIN_S) -> datetime:
     """When a Velero server started at `started` has seen CRDs created at `created`: its start for
-    those older than it, else the first refresh after the newest (plus a margin)."""
-    latest = max((c for c in created if c > started - timedelta(seconds=margin)), default=None)
+    those made before it started (its first listing comes after), else the first refresh after the
+    newest (plus a margin)."""
+    latest = max((c for c in created if c > started), default=None)
     if latest is None:
         return started
     periods = math.ceil((latest - started).total_seconds() / period) or 1
@@ -418,7 +419,7 @@ class Velero:
         created = {str(c.metadata.name): c.metadata.creation_timestamp for c in crds
                    if c.metadata and c.metadata.creation_timestamp}
         known_at = discovery_knows_at(started, list(created.values()))
-        newer = sorted(name for name, at in created.items() if at > started - timedelta(seconds=DISCOVERY_MARGIN_S))
+        newer = sorted(name for name, at in created.items() if at > started)
         if known_at <= datetime.now(UTC):
             return
         what = (f"Velero to discover {len(newer)} CRD(s) created after its server started ({', '.join(newer[:4])}"
@@ -426,8 +427,8 @@ class Velero:
                 "leaves their objects out)")
 
         def probe() -> tuple[bool | None, str]:
-            left = (known_at - datetime.now(UTC)).total_seconds()
-            return (True if left <= 0 else None), f"its next refresh in {max(left, 0):.0f} s"
+            done = datetime.now(UTC) >= known_at
+            return (True if done else None), f"its next refresh is due by {known_at:%H:%M:%S} UTC"
 
         wait_until(what, probe, timeout=DISCOVERY_REFRESH_S + 2 * DISCOVERY_MARGIN_S, interval=5.0,
                    on_progress=lambda line: self.ctx.out(f"[velero] {line}"))
