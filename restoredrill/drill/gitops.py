@@ -290,6 +290,8 @@ class GitOpsDeployment:
     repo_name: str = "gitops"
     load_images: Callable[[dict[str, Path]], None] | None = None
     chart_packages: list[ChartPackage] = field(default_factory=list)
+    # HelmReleases rendered from --charts-dir to know their pods and claims (restoredrill.rendering).
+    rendered: Sequence[str] = ()
 
     # ---- once per session ---------------------------------------------------------------------
     def publish(self) -> None:
@@ -350,7 +352,7 @@ class GitOpsDeployment:
                                 "untar", CHART_SERVER_ROOT], input=chart_layout_tar(self.chart_packages),
                                timeout=self.ctx.timeout("command"))
         self._disclose([f"Helm charts served in the drill cluster from --charts-dir {self.charts_dir}: " + ", ".join(
-            f"{p.name} {p.version}" for p in self.chart_packages)])
+            f"{p.name} {p.version}" for p in self.chart_packages), *self.rendered])
 
     def prepare_charts(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Before the app's Kustomizations apply: its HelmReleases' charts must be servable (else a

@@ -1,0 +1,233 @@
+"""What a HelmRelease deploys, rendered from its chart, so any chart's pods and claims are known.
+
+Without the chart, the catalogue can read a HelmRelease's workloads and claims only where its
+values spell them out (bjw-s app-template: `controllers`, `persistence`). Every other chart
+(pocket-id's, home-assistant's, an operator's) keeps its StatefulSets, images, ports and
+volumeClaimTemplates in its templates. Given the chart (`--charts-dir`), the release is rendered
+as helm-controller v1.4.3 would install it, with the Helm library it links (helm.sh/helm/v3
+v3.19.0, through restoredrill's Go program `chart-render`):
+- release name `spec.releaseName`, else `TARGETNAMESPACE-NAME` when `spec.targetNamespace` is
+  set, else the HelmRelease's name, shortened past 53 characters as `release.ShortenName` does;
+  namespace `spec.targetNamespace`, else the HelmRelease's own (`GetReleaseName`,
+  `GetReleaseNamespace`);
+- values: every `spec.valuesFrom` the repo holds in clear (a ConfigMap, or a Secret that is not
+  SOPS-encrypted), in order, then `spec.values` merged over them, as helm-controller's
+  `chartutil.ChartValuesFromReferences` does; a reference it cannot read (an encrypted or
+  external Secret, a `targetPath`) is left out and named;
+- the chart's own defaults, its dependencies' conditions, its values.schema.json and kubeVersion,
+  all applied by the Helm library itself; `lookup` sees no cluster, as in `helm template`.
+The rendered workloads and claims replace what the values alone suggested for that release;
+`spec.postRenderers` are not applied (named when a release has them).
+"""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import json
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from restoredrill.catalogue import (
+    HELM_GROUP,
+    Catalogue,
+    Manifest,
+    VolumeClaim,
+    Workload,
+    _volume_claims,
+    _workloads,
+)
+from restoredrill.drill.charts import ChartPackage, chart_needs
+from restoredrill.errors import CommandError, ConfigError
+from restoredrill.pins import cache_dir, module_pins
+from restoredrill.process import run
+from restoredrill.timeouts import timeout
+from restoredrill.yamlio import Document
+
+GO_DIR = Path(__file__).parent / "images" / "go" / "chartrender"
+HELM_LIBRARY = "helm.sh/helm/v3 v3.19.0"  # what helm-controller v1.4.3's go.mod requires
+MAX_RELEASE_NAME = 53
+
+
+def release_name(release: Mapping[str, Any]) -> str:
+    """helm-controller's `GetReleaseName` then `release.ShortenName`."""
+    metadata, spec = release.get("metadata") or {}, release.get("spec") or {}
+    name = str(spec.get("releaseName") or "")
+    if not name:
+        target = spec.get("targetNamespace")
+        name = f"{target}-{metadata.get('name')}" if target else str(metadata.get("name"))
+    if len(name) <= MAX_RELEASE_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()
+    return name[:MAX_RELEASE_NAME - 13] + "-" + digest[:12]
+
+
+def release_namespace(release: Mapping[str, Any], *, namespace: str) -> str:
+    return str((release.get("spec") or {}).get("targetNamespace") or namespace)
+
+
+def merge_values(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's `MergeMaps`: maps merge key by key, anything else in `overlay` replaces."""
+    out = copy.deepcopy(dict(base))
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_values(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[dict[str, Any], list[str]]:
+    """The values helm-controller would compose, and what of them could not be read here."""
+    namespace = release.namespace or "default"
+    by_ref = {(m.kind, m.namespace, m.name): m for m in manifests
+              if m.group == "" and m.kind in ("ConfigMap", "Secret")}
+    values: dict[str, Any] = {}
+    missing: list[str] = []
+    for ref in release.get("spec", "valuesFrom") or []:
+        if not isinstance(ref, dict):
+            continue
+        kind, name = str(ref.get("kind", "")), str(ref.get("name", ""))
+        key = str(ref.get("valuesKey") or "values.yaml")
+        source = by_ref.get((kind, namespace, name))
+        label = f"{kind} {namespace}/{name} key {key}"
+        if ref.get("targetPath"):
+            missing.append(f"valuesFrom {label} left out (targetPath {ref['targetPath']} is not rendered here)")
+            continue
+        if source is None or source.encrypted:
+            why = "encrypted in the repo" if source is not None else "not in the repo"
+            missing.append(f"valuesFrom {label} left out ({why}{', optional' if ref.get('optional') else ''})")
+            continue
+        data = source.get("stringData") if kind == "Secret" and source.get("stringData") else source.get("data")
+        text = (data or {}).get(key) if isinstance(data, dict) else None
+        if kind == "Secret" and not source.get("stringData") and isinstance(text, str):
+            text = base64.b64decode(text).decode(errors="replace")
+        parsed = yaml.safe_load(text) if isinstance(text, str) else None
+        if not isinstance(parsed, dict):
+            missing.append(f"valuesFrom {label} left out (no YAML map under that key)")
+            continue
+        values = merge_values(values, parsed)
+    inline = release.get("spec", "values")
+    return merge_values(values, inline if isinstance(inline, dict) else {}), missing
+
+
+@dataclass(frozen=True)
+class RenderedRelease:
+    release: Manifest
+    package: ChartPackage
+    manifests: tuple[Manifest, ...]  # the rendered objects, located at the HelmRelease's file
+    notes: tuple[str, ...]  # what the rendering left out
+
+    @property
+    def label(self) -> str:
+        return f"HelmRelease {self.release.namespace}/{self.release.name} ({self.package.name} {self.package.version})"
+
+
+Renderer = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+def chart_render_binary(*, out: Callable[[str], None] = print) -> Path:
+    """restoredrill's chart-render program, built once from the Go module proxy."""
+    from restoredrill.images.standins import go_program_binary, program_digest
+
+    sources = {p.name: p.read_text() for p in sorted(GO_DIR.iterdir()) if p.is_file()}
+    built = cache_dir() / "bin" / f"chart-render-{program_digest(sources)}" / "chart-render"
+    if not built.is_file():
+        out(f"[charts] building chart-render ({HELM_LIBRARY}, the library helm-controller links) from the Go "
+            "module proxy: once, a few minutes on 2 cores when Go's caches are cold")
+    return go_program_binary(sources, name="chart-render", binary="chart-render")
+
+
+def binary_renderer(binary: Path) -> Renderer:
+    def render(request: Mapping[str, Any]) -> Mapping[str, Any]:
+        try:
+            stdout = run([str(binary)], input=json.dumps(request), timeout=timeout("image_build"))
+        except CommandError as error:
+            raise ConfigError(f"the chart {Path(str(request['chart'])).name} does not render for release "
+                              f"{request['namespace']}/{request['name']}: {error.output.strip()}",
+                              remedy="fix the HelmRelease's values (or the chart) so `helm template` renders "
+                              "them, or leave the chart out of --charts-dir") from None
+        parsed: Mapping[str, Any] = json.loads(stdout)
+        return parsed
+    return render
+
+
+def _kube_version() -> str:
+    return module_pins()["kubernetes"].version
+
+
+def _package_for(release: Manifest, manifests: Sequence[Manifest],
+                 packages: Sequence[ChartPackage]) -> ChartPackage | None:
+    needs = chart_needs([release, *manifests])
+    if not needs:
+        return None
+    need = needs[0]
+    versions = [p for p in packages if p.name == need.chart]
+    exact = [p for p in versions if p.version.lstrip("v") == need.version.strip().lstrip("v")]
+    if exact:
+        return exact[0]
+    return None
+
+
+def render_releases(catalogue: Catalogue, packages: Sequence[ChartPackage], render: Renderer,
+                    *, namespaces: Iterable[str] | None = None) -> list[RenderedRelease]:
+    """Every deployed HelmRelease (of `namespaces`, when given) whose chart is among `packages`, rendered."""
+    wanted = None if namespaces is None else set(namespaces)
+    sources = [m for m in catalogue.manifests if m.group.startswith("source.toolkit.fluxcd.io")]
+    rendered = []
+    with tempfile.TemporaryDirectory(prefix="restoredrill-render-") as scratch:
+        for release in catalogue.deployed():
+            if release.group != HELM_GROUP or release.kind != "HelmRelease":
+                continue
+            namespace = release_namespace(release.obj, namespace=release.namespace or "default")
+            if wanted is not None and namespace not in wanted:
+                continue
+            package = _package_for(release, sources, packages)
+            if package is None:
+                continue
+            chart = Path(scratch) / package.file_name
+            if not chart.exists():
+                chart.write_bytes(package.data)
+            values, notes = release_values(release, catalogue.manifests)
+            answer = render({"chart": str(chart), "name": release_name(release.obj), "namespace": namespace,
+                             "values": values, "kubeVersion": _kube_version()})
+            if release.get("spec", "postRenderers"):
+                notes.append("spec.postRenderers not applied to the rendering")
+            objects = []
+            for item in answer.get("manifests") or []:
+                for data in yaml.safe_load_all(str(item.get("content", ""))):
+                    if not isinstance(data, dict) or not data.get("kind"):
+                        continue
+                    metadata = data.setdefault("metadata", {})
+                    object_namespace = metadata.get("namespace") or namespace
+                    objects.append(Manifest(
+                        document=Document(path=release.path, index=release.document.index, line=release.document.line,
+                                          data=data),
+                        namespace=object_namespace, deployed_by=release.deployed_by))
+            rendered.append(RenderedRelease(release=release, package=package, manifests=tuple(objects),
+                                            notes=tuple(notes)))
+    return rendered
+
+
+def with_rendered_releases(catalogue: Catalogue, rendered: Sequence[RenderedRelease]) -> Catalogue:
+    """The catalogue with each rendered release's workloads and claims in place of what its values suggested."""
+    if not rendered:
+        return catalogue
+    releases = {id(r.release.document) for r in rendered}
+
+    def from_release(item: Workload | VolumeClaim) -> bool:
+        return id(item.manifest.document) in releases and item.manifest.kind == "HelmRelease"
+
+    objects = [m for r in rendered for m in r.manifests]
+    return replace(
+        catalogue,
+        workloads=tuple(w for w in catalogue.workloads if not from_release(w)) + tuple(
+            w for m in objects for w in _workloads(m)),
+        volume_claims=tuple(c for c in catalogue.volume_claims if not from_release(c)) + tuple(_volume_claims(objects)),
+    )

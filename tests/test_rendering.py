@@ -1,0 +1,249 @@
+"""Rendering a HelmRelease from its chart: the semantics helm-controller applies (pure), and the
+chart-render program itself (restoredrill's Go program on the Helm library helm-controller links)
+on a chart written here, shaped like the real upstream charts that keep their pods and claims in
+templates (a StatefulSet with volumeClaimTemplates, the image in the chart's defaults)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from restoredrill.catalogue import build_catalogue
+from restoredrill.drill.charts import read_charts_dir
+from restoredrill.drill.plan import drillable_apps
+from restoredrill.errors import ConfigError
+from restoredrill.images.standins import standins_for
+from restoredrill.rendering import (
+    binary_renderer,
+    chart_render_binary,
+    merge_values,
+    release_name,
+    release_values,
+    render_releases,
+    with_rendered_releases,
+)
+
+
+def test_release_name_and_namespace_follow_helm_controller() -> None:
+    assert release_name({"metadata": {"name": "web"}, "spec": {}}) == "web"
+    assert release_name({"metadata": {"name": "web"}, "spec": {"targetNamespace": "apps"}}) == "apps-web"
+    assert release_name({"metadata": {"name": "web"}, "spec": {"releaseName": "x", "targetNamespace": "a"}}) == "x"
+    long = release_name({"metadata": {"name": "n" * 40}, "spec": {"targetNamespace": "t" * 20}})
+    # release.ShortenName: 40 characters, a dash, 12 hex digits of the sha256 of the full name
+    assert len(long) == 53 and long[:40] == "t" * 20 + "-" + "n" * 19 and long[40] == "-"
+
+
+def test_values_merge_as_helm_merges_maps() -> None:
+    assert merge_values({"a": {"b": 1, "c": [1]}, "d": 1}, {"a": {"c": [2]}, "d": {"e": 1}}) == {
+        "a": {"b": 1, "c": [2]}, "d": {"e": 1}}
+
+
+STATEFUL_CHART = {
+    "Chart.yaml": "apiVersion: v2\nname: idp\nversion: 2.2.1\nappVersion: v9.9.9\nkubeVersion: '>=1.30.0-0'\n",
+    "values.yaml": """\
+host: ""
+image: {repository: ghcr.io/example/idp, tag: ""}
+persistence:
+  data: {enabled: true, size: 1Gi, storageClass: ""}
+sidecar: {enabled: false}
+""",
+    "values.schema.json": json.dumps({"type": "object", "properties": {"host": {"type": "string"}}}),
+    "templates/_helpers.tpl": '{{- define "idp.fullname" -}}{{ .Release.Name }}{{- end }}\n',
+    "templates/statefulset.yaml": """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {{ include "idp.fullname" . }}
+  namespace: {{ .Release.Namespace }}
+spec:
+  selector: {matchLabels: {app: {{ include "idp.fullname" . }}}}
+  template:
+    metadata:
+      labels: {app: {{ include "idp.fullname" . }}}
+    spec:
+      containers:
+        - name: idp
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+          ports: [{name: http, containerPort: 1411}]
+          readinessProbe: {httpGet: {path: /healthz, port: http}}
+          volumeMounts: [{name: data, mountPath: /app/data}]
+        {{- if .Values.sidecar.enabled }}
+        - name: sidecar
+          image: docker.io/example/sidecar:1.0
+        {{- end }}
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources: {requests: {storage: {{ .Values.persistence.data.size }}}}
+        {{- with .Values.persistence.data.storageClass }}
+        storageClassName: {{ . }}
+        {{- end }}
+""",
+    "templates/NOTES.txt": "visit {{ .Values.host }}\n",
+}
+
+REPO = {
+    "kubernetes/flux/cluster/ks.yaml": """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: cluster-apps, namespace: flux-system}
+spec:
+  path: ./kubernetes/apps
+  interval: 1h
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+""",
+    "kubernetes/apps/kustomization.yaml": """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [flux-system/repos/ks.yaml, idp/idp/ks.yaml, velero/schedules/ks.yaml]
+""",
+    "kubernetes/apps/flux-system/repos/ks.yaml": """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: repos, namespace: flux-system}
+spec:
+  path: ./kubernetes/apps/flux-system/repos/app
+  interval: 1h
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system}
+""",
+    "kubernetes/apps/flux-system/repos/app/repo.yaml": """\
+apiVersion: source.toolkit.fluxcd.io/v1
+kind: HelmRepository
+metadata: {name: example, namespace: flux-system}
+spec: {url: "https://charts.example.org", interval: 1h}
+""",
+    "kubernetes/apps/idp/idp/ks.yaml": """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: idp, namespace: idp}
+spec:
+  path: ./kubernetes/apps/idp/idp/app
+  targetNamespace: idp
+  interval: 1h
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}
+""",
+    "kubernetes/apps/idp/idp/app/kustomization.yaml": """\
+apiVersion: kustomize.config.k8s.io/v1beta1
+kind: Kustomization
+resources: [helmrelease.yaml, values.yaml]
+""",
+    "kubernetes/apps/idp/idp/app/values.yaml": """\
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: idp-values}
+data:
+  values.yaml: |
+    sidecar: {enabled: true}
+    persistence: {data: {size: 3Gi}}
+""",
+    "kubernetes/apps/idp/idp/app/helmrelease.yaml": """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: idp}
+spec:
+  interval: 1h
+  chart:
+    spec:
+      chart: idp
+      version: 2.2.1
+      sourceRef: {kind: HelmRepository, name: example, namespace: flux-system}
+  valuesFrom:
+    - {kind: ConfigMap, name: idp-values}
+    - {kind: Secret, name: idp-secret-values, optional: true}
+  values:
+    host: auth.example.org
+    image: {tag: v2.4.0}
+    persistence:
+      data: {storageClass: longhorn}
+""",
+    "kubernetes/apps/velero/schedules/ks.yaml": """\
+apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: schedules, namespace: velero}
+spec:
+  path: ./kubernetes/apps/velero/schedules/app
+  interval: 1h
+  prune: true
+  sourceRef: {kind: GitRepository, name: flux-system, namespace: flux-system}
+""",
+    "kubernetes/apps/velero/schedules/app/idp.yaml": """\
+apiVersion: velero.io/v1
+kind: Schedule
+metadata: {name: idp-daily, namespace: velero}
+spec:
+  schedule: "0 2 * * *"
+  template: {includedNamespaces: [idp], defaultVolumesToFsBackup: true, ttl: 720h0m0s}
+""",
+}
+
+
+def write_tree(root: Path, files: Mapping[str, str]) -> Path:
+    for relative, text in files.items():
+        path = root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_release_values_compose_values_from_then_inline_values_and_name_what_is_left_out(tmp_path: Path) -> None:
+    catalogue = build_catalogue(write_tree(tmp_path, REPO))
+    [release] = [m for m in catalogue.deployed() if m.kind == "HelmRelease"]
+    values, notes = release_values(release, catalogue.manifests)
+    assert values["sidecar"] == {"enabled": True}
+    assert values["persistence"] == {"data": {"size": "3Gi", "storageClass": "longhorn"}}
+    assert notes == ["valuesFrom Secret idp/idp-secret-values key values.yaml left out (not in the repo, optional)"]
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Any:
+    return binary_renderer(chart_render_binary())
+
+
+def test_a_chart_that_keeps_its_pods_in_templates_is_rendered_into_workloads_claims_and_images(
+        tmp_path: Path, renderer: Any) -> None:
+    repo = write_tree(tmp_path / "repo", REPO)
+    charts = write_tree(tmp_path / "charts" / "idp", STATEFUL_CHART).parent
+    catalogue = build_catalogue(repo)
+    # From the values alone the app-template reading guesses a claim `idp-data` that the chart never makes.
+    assert [c.name for c in catalogue.volume_claims if c.namespace == "idp"] == ["idp-data"]
+    rendered = render_releases(catalogue, read_charts_dir(charts), renderer)
+    [release] = rendered
+    assert [m.kind for m in release.manifests] == ["StatefulSet"]  # NOTES.txt is no object
+    assert release.notes == ("valuesFrom Secret idp/idp-secret-values key values.yaml left out "
+                             "(not in the repo, optional)",)
+    with_chart = with_rendered_releases(catalogue, rendered)
+    [claim] = [c for c in with_chart.volume_claims if c.namespace == "idp"]
+    assert (claim.name, claim.size, claim.storage_class) == ("data-idp", "3Gi", "longhorn")
+    [workload] = [w for w in with_chart.workloads if w.manifest.namespace == "idp"]
+    assert [c.image for c in workload.containers] == ["ghcr.io/example/idp:v2.4.0", "docker.io/example/sidecar:1.0"]
+    assert str(workload.manifest.location()).endswith("helmrelease.yaml:1")  # named at the HelmRelease
+    [app] = [a for a in drillable_apps(with_chart) if a.name == "idp"]
+    standins = {s.reference: s.ports for s in standins_for(with_chart, [app], provided=())}
+    assert standins["ghcr.io/example/idp:v2.4.0"] == (1411,)
+
+
+def test_values_the_charts_schema_refuses_name_the_release_and_helms_reason(tmp_path: Path, renderer: Any) -> None:
+    release = "kubernetes/apps/idp/idp/app/helmrelease.yaml"
+    files = {**REPO, release: REPO[release].replace("host: auth.example.org", "host: 443")}
+    repo = write_tree(tmp_path / "repo", files)
+    charts = write_tree(tmp_path / "charts" / "idp", STATEFUL_CHART).parent
+    with pytest.raises(ConfigError) as error:
+        render_releases(build_catalogue(repo), read_charts_dir(charts), renderer)
+    message = str(error.value)
+    assert "idp-2.2.1.tgz does not render for release idp/idp" in message and "host" in message
+
+
+def test_a_release_whose_chart_is_not_given_keeps_what_its_values_say(tmp_path: Path, renderer: Any) -> None:
+    repo = write_tree(tmp_path / "repo", REPO)
+    charts = write_tree(tmp_path / "charts" / "idp", {**STATEFUL_CHART, "Chart.yaml": STATEFUL_CHART[
+        "Chart.yaml"].replace("2.2.1", "2.3.0")}).parent
+    catalogue = build_catalogue(repo)
+    assert render_releases(catalogue, read_charts_dir(charts), renderer) == []
