@@ -1048,10 +1048,20 @@ def _volume_claims(manifests: Iterable[Manifest]) -> Iterable[VolumeClaim]:
             yield from _helm_app_template_claims(m)
 
 
+def _is_app_template(m: Manifest) -> bool:
+    """Whether a HelmRelease installs bjw-s app-template, whose `persistence:` values are its claims:
+    the chart (or the OCIRepository) is named so, or the values have its `controllers:` (2.x and
+    later) or `controller:` (1.x). Other charts' `persistence:` values mean what their templates
+    make of them (pocket-id's `persistence.data` is a volumeClaimTemplate), known only by rendering."""
+    values = m.get("spec", "values")
+    return "app-template" in _chart_name(m) or (isinstance(values, dict) and (
+        isinstance(values.get("controllers"), dict) or isinstance(values.get("controller"), dict)))
+
+
 def _helm_app_template_claims(m: Manifest) -> Iterable[VolumeClaim]:
     """PVCs the bjw-s app-template chart creates from `persistence:` values."""
     persistence = m.get("spec", "values", "persistence")
-    if not isinstance(persistence, dict):
+    if not isinstance(persistence, dict) or not _is_app_template(m):
         return
     for key, item in persistence.items():
         if not isinstance(item, dict) or item.get("enabled") is False or item.get("existingClaim"):

@@ -138,3 +138,23 @@ def write(root: Path, relative: str, text: str) -> None:
     path = root / relative
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def test_persistence_values_are_claims_only_for_app_template(tmp_path: Path) -> None:
+    release = """apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {{name: {name}, namespace: web}}
+spec:
+  chart: {{spec: {{chart: {chart}, sourceRef: {{kind: HelmRepository, name: charts}}}}}}
+  values:
+{values}
+"""
+    write(tmp_path, "a.yaml", release.format(name="idp", chart="pocket-id",  # a StatefulSet template's values
+                                             values="    persistence: {data: {enabled: true, size: 5Gi}}"))
+    write(tmp_path, "b.yaml", release.format(name="web", chart="app-template",
+                                             values="    persistence: {config: {size: 1Gi}}"))
+    write(tmp_path, "c.yaml", release.format(name="old", chart="common-chart",  # app-template 1.x's `controller:`
+                                             values="    controller: {type: statefulset}\n"
+                                                    "    persistence: {media: {size: 2Gi}}"))
+    claims = sorted(c.name for c in build_catalogue(tmp_path).volume_claims)
+    assert claims == ["old-media", "web-config"]

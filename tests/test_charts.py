@@ -68,8 +68,8 @@ def test_the_same_chart_twice_is_refused_naming_both(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("content", "needle"), [
     (b"not a tarball", "not a gzipped tar"),
-    (gzip.compress(b"\0" * 1024), "no CHART/Chart.yaml"),  # an empty tar
-])
+    (gzip.compress(b"\0" * 1024, mtime=0), "no CHART/Chart.yaml"),  # an empty tar
+], ids=["not-gzip", "empty-tar"])
 def test_a_file_that_is_no_chart_is_named_with_the_fix(tmp_path: Path, content: bytes, needle: str) -> None:
     (tmp_path / "broken-1.0.0.tgz").write_bytes(content)
     with pytest.raises(ConfigError) as caught:

@@ -212,8 +212,8 @@ def test_a_chart_that_keeps_its_pods_in_templates_is_rendered_into_workloads_cla
     repo = write_tree(tmp_path / "repo", REPO)
     charts = write_tree(tmp_path / "charts" / "idp", STATEFUL_CHART).parent
     catalogue = build_catalogue(repo)
-    # From the values alone the app-template reading guesses a claim `idp-data` that the chart never makes.
-    assert [c.name for c in catalogue.volume_claims if c.namespace == "idp"] == ["idp-data"]
+    # From the values alone nothing is known: `persistence:` means app-template's claims only for app-template.
+    assert [c.name for c in catalogue.volume_claims if c.namespace == "idp"] == []
     rendered = render_releases(catalogue, read_charts_dir(charts), renderer)
     [release] = rendered
     assert [m.kind for m in release.manifests] == ["StatefulSet"]  # NOTES.txt is no object
