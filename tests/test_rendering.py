@@ -247,3 +247,12 @@ def test_a_release_whose_chart_is_not_given_keeps_what_its_values_say(tmp_path: 
         "Chart.yaml"].replace("2.2.1", "2.3.0")}).parent
     catalogue = build_catalogue(repo)
     assert render_releases(catalogue, read_charts_dir(charts), renderer) == []
+
+
+def test_a_chart_whose_dependencies_are_not_vendored_is_refused_with_the_fix(tmp_path: Path, renderer: Any) -> None:
+    repo = write_tree(tmp_path / "repo", REPO)
+    chart_yaml = STATEFUL_CHART["Chart.yaml"] + "dependencies:\n  - {name: common, version: 1.0.0, repository: x}\n"
+    charts = write_tree(tmp_path / "charts" / "idp", {**STATEFUL_CHART, "Chart.yaml": chart_yaml}).parent
+    with pytest.raises(ConfigError) as error:
+        render_releases(build_catalogue(repo), read_charts_dir(charts), renderer)
+    assert "missing in charts/ directory: common" in str(error.value) and "helm dependency build" in str(error.value)

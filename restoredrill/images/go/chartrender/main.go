@@ -48,6 +48,19 @@ func render(req request) (*response, error) {
 	if err != nil {
 		return nil, fmt.Errorf("loading the chart %s: %w", req.Chart, err)
 	}
+	// action.CheckDependencies, as an install runs it: a dependency Chart.yaml names must be in charts/.
+	for _, dependency := range chrt.Metadata.Dependencies {
+		found := false
+		for _, have := range chrt.Dependencies() {
+			if have.Name() == dependency.Name {
+				found = true
+			}
+		}
+		if !found {
+			return nil, fmt.Errorf("found in Chart.yaml, but missing in charts/ directory: %s "+
+				"(run `helm dependency build` in the chart's folder before giving it)", dependency.Name)
+		}
+	}
 	values := req.Values
 	if values == nil {
 		values = map[string]interface{}{}
