@@ -43,7 +43,7 @@ from restoredrill.catalogue import (
     _volume_claims,
     _workloads,
 )
-from restoredrill.drill.charts import ChartPackage, chart_needs
+from restoredrill.drill.charts import ChartPackage, chart_needs, read_chart_folder
 from restoredrill.errors import CommandError, ConfigError
 from restoredrill.pins import cache_dir, module_pins
 from restoredrill.process import run
@@ -144,10 +144,12 @@ def chart_render_binary(*, out: Callable[[str], None] = print) -> Path:
     return go_program_binary(sources, name="chart-render", binary="chart-render")
 
 
-def binary_renderer(binary: Path) -> Renderer:
+def binary_renderer(binary: Path | Callable[[], Path]) -> Renderer:
+    """Render with the chart-render program; given a callable, the program is built on first use."""
     def render(request: Mapping[str, Any]) -> Mapping[str, Any]:
+        program = binary if isinstance(binary, Path) else binary()
         try:
-            stdout = run([str(binary)], input=json.dumps(request), timeout=timeout("image_build"))
+            stdout = run([str(program)], input=json.dumps(request), timeout=timeout("image_build"))
         except CommandError as error:
             raise ConfigError(f"the chart {Path(str(request['chart'])).name} does not render for release "
                               f"{request['namespace']}/{request['name']}: {error.output.strip()}",
@@ -160,6 +162,30 @@ def binary_renderer(binary: Path) -> Renderer:
 
 def _kube_version() -> str:
     return module_pins()["kubernetes"].version
+
+
+def repo_sources(catalogue: Catalogue) -> frozenset[str]:
+    """Names of the GitRepositories that are this repo: those the repo's own Kustomizations build from."""
+    return frozenset(k.source[0] for k in catalogue.flux_kustomizations
+                     if k.local_source and k.source_kind == "GitRepository")
+
+
+def git_chart(catalogue: Catalogue, release: Manifest) -> ChartPackage | None:
+    """The chart of a HelmRelease whose `chart.spec.sourceRef` is this repo's GitRepository: the
+    folder `chart.spec.chart` names, packaged as source-controller packages it."""
+    spec = release.get("spec", "chart", "spec") or {}
+    ref = spec.get("sourceRef") if isinstance(spec, dict) else None
+    if not isinstance(ref, dict) or ref.get("kind") != "GitRepository":
+        return None
+    if ref.get("name") not in repo_sources(catalogue):
+        return None
+    folder = (catalogue.root / str(spec.get("chart", ""))).resolve()
+    if catalogue.root.resolve() not in folder.parents or not (folder / "Chart.yaml").is_file():
+        return None
+    try:
+        return read_chart_folder(folder)
+    except ConfigError:
+        return None  # the folder's name differs from the chart's: helm-controller's own error, not ours
 
 
 def _package_for(release: Manifest, manifests: Sequence[Manifest],
@@ -188,7 +214,7 @@ def render_releases(catalogue: Catalogue, packages: Sequence[ChartPackage], rend
             namespace = release_namespace(release.obj, namespace=release.namespace or "default")
             if wanted is not None and namespace not in wanted:
                 continue
-            package = _package_for(release, sources, packages)
+            package = _package_for(release, sources, packages) or git_chart(catalogue, release)
             if package is None:
                 continue
             chart = Path(scratch) / package.file_name
@@ -199,6 +225,8 @@ def render_releases(catalogue: Catalogue, packages: Sequence[ChartPackage], rend
                              "values": values, "kubeVersion": _kube_version()})
             if release.get("spec", "postRenderers"):
                 notes.append("spec.postRenderers not applied to the rendering")
+            if release.get("spec", "chart", "spec", "valuesFiles"):
+                notes.append("spec.chart.spec.valuesFiles not applied to the rendering (the chart's values.yaml is)")
             objects = []
             for item in answer.get("manifests") or []:
                 for data in yaml.safe_load_all(str(item.get("content", ""))):

@@ -256,3 +256,16 @@ def test_a_chart_whose_dependencies_are_not_vendored_is_refused_with_the_fix(tmp
     with pytest.raises(ConfigError) as error:
         render_releases(build_catalogue(repo), read_charts_dir(charts), renderer)
     assert "missing in charts/ directory: common" in str(error.value) and "helm dependency build" in str(error.value)
+
+
+def test_a_chart_in_the_repo_itself_is_rendered_from_its_folder(tmp_path: Path, renderer: Any) -> None:
+    release = "kubernetes/apps/idp/idp/app/helmrelease.yaml"
+    local = REPO[release].replace("chart: idp\n      version: 2.2.1\n", "chart: ./charts/idp\n").replace(
+        "{kind: HelmRepository, name: example, namespace: flux-system}", "{kind: GitRepository, name: flux-system, "
+        "namespace: flux-system}")
+    files = {**REPO, release: local, **{f"charts/idp/{name}": text for name, text in STATEFUL_CHART.items()}}
+    catalogue = build_catalogue(write_tree(tmp_path / "repo", files))
+    [rendered] = render_releases(catalogue, [], renderer)
+    assert rendered.package.path == (tmp_path / "repo" / "charts" / "idp").resolve()
+    [claim] = [c for c in with_rendered_releases(catalogue, [rendered]).volume_claims if c.namespace == "idp"]
+    assert claim.name == "data-idp"
