@@ -11,13 +11,18 @@ v3.19.0, through restoredrill's Go program `chart-render`):
   namespace `spec.targetNamespace`, else the HelmRelease's own (`GetReleaseName`,
   `GetReleaseNamespace`);
 - values: every `spec.valuesFrom` the repo holds in clear (a ConfigMap, or a Secret that is not
-  SOPS-encrypted), in order, then `spec.values` merged over them, as helm-controller's
-  `chartutil.ChartValuesFromReferences` does; a reference it cannot read (an encrypted or
-  external Secret, a `targetPath`) is left out and named;
+  SOPS-encrypted), in order, then `spec.values` merged over them, as fluxcd/pkg's
+  `chartutil.ChartValuesFromReferences` does (`MergeMaps`: maps merge, lists and scalars replace,
+  YAML read as sigs.k8s.io/yaml reads it); a reference it cannot read (an encrypted or external
+  Secret, a missing key, a `targetPath`) is left out and named;
+- the install's hooks (unless `spec.install.disableHooks`) and its schema validation (unless
+  `spec.install.disableSchemaValidation`);
 - the chart's own defaults, its dependencies' conditions, its values.schema.json and kubeVersion,
   all applied by the Helm library itself; `lookup` sees no cluster, as in `helm template`.
 The rendered workloads and claims replace what the values alone suggested for that release;
-`spec.postRenderers` are not applied (named when a release has them).
+`spec.postRenderers` and `spec.chart.spec.valuesFiles` are not applied (named when a release
+has them), and `.Capabilities.APIVersions` is Helm's default set (a template gated on a CRD's API
+takes its other branch).
 """
 
 from __future__ import annotations
@@ -104,17 +109,42 @@ def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[di
             why = "encrypted in the repo" if source is not None else "not in the repo"
             missing.append(f"valuesFrom {label} left out ({why}{', optional' if ref.get('optional') else ''})")
             continue
-        data = source.get("stringData") if kind == "Secret" and source.get("stringData") else source.get("data")
-        text = (data or {}).get(key) if isinstance(data, dict) else None
-        if kind == "Secret" and not source.get("stringData") and isinstance(text, str):
-            text = base64.b64decode(text).decode(errors="replace")
-        parsed = yaml.safe_load(text) if isinstance(text, str) else None
+        text = _secret_or_config_value(source, key)
+        parsed = _load_values(text) if isinstance(text, str) else None
+        if text is None:
+            why = "optional" if ref.get("optional") else "helm-controller fails the release without it"
+            missing.append(f"valuesFrom {label} left out (no such key; {why})")
+            continue
         if not isinstance(parsed, dict):
-            missing.append(f"valuesFrom {label} left out (no YAML map under that key)")
+            missing.append(f"valuesFrom {label} left out (not a YAML map: helm-controller fails the release)")
             continue
         values = merge_values(values, parsed)
     inline = release.get("spec", "values")
     return merge_values(values, inline if isinstance(inline, dict) else {}), missing
+
+
+def _secret_or_config_value(source: Manifest, key: str) -> str | None:
+    """A key of a ConfigMap's data, or of a Secret as the API server stores it (stringData over data)."""
+    for field_name in ("stringData", "data") if source.kind == "Secret" else ("data",):
+        data = source.get(field_name)
+        value = data.get(key) if isinstance(data, dict) else None
+        if isinstance(value, str):
+            return base64.b64decode(value).decode(errors="replace") if field_name == "data" and source.kind == \
+                "Secret" else value
+    return None
+
+
+class _ValuesLoader(yaml.SafeLoader):
+    """YAML as sigs.k8s.io/yaml reads values: timestamps stay strings."""
+
+
+_ValuesLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
+
+def _load_values(text: str) -> Any:
+    """chartutil.ReadValues: empty text is an empty map."""
+    parsed = yaml.load(text, Loader=_ValuesLoader)  # a SafeLoader subclass
+    return {} if parsed is None else parsed
 
 
 @dataclass(frozen=True)
@@ -222,13 +252,18 @@ def render_releases(catalogue: Catalogue, packages: Sequence[ChartPackage], rend
                 chart.write_bytes(package.data)
             values, notes = release_values(release, catalogue.manifests)
             answer = render({"chart": str(chart), "name": release_name(release.obj), "namespace": namespace,
-                             "values": values, "kubeVersion": _kube_version()})
+                             "values": values, "kubeVersion": _kube_version(),
+                             "skipSchemaValidation": bool(release.get("spec", "install", "disableSchemaValidation"))})
+            # An install creates its hooks' objects too (pre-install Jobs, their claims), unless disableHooks.
+            items = list(answer.get("manifests") or [])
+            if not release.get("spec", "install", "disableHooks"):
+                items += list(answer.get("hooks") or [])
             if release.get("spec", "postRenderers"):
                 notes.append("spec.postRenderers not applied to the rendering")
             if release.get("spec", "chart", "spec", "valuesFiles"):
                 notes.append("spec.chart.spec.valuesFiles not applied to the rendering (the chart's values.yaml is)")
             objects = []
-            for item in answer.get("manifests") or []:
+            for item in items:
                 for data in yaml.safe_load_all(str(item.get("content", ""))):
                     if not isinstance(data, dict) or not data.get("kind"):
                         continue

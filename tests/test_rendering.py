@@ -46,6 +46,7 @@ STATEFUL_CHART = {
     "Chart.yaml": "apiVersion: v2\nname: idp\nversion: 2.2.1\nappVersion: v9.9.9\nkubeVersion: '>=1.30.0-0'\n",
     "values.yaml": """\
 host: ""
+migratedAt: "1"
 image: {repository: ghcr.io/example/idp, tag: ""}
 persistence:
   data: {enabled: true, size: 1Gi, storageClass: ""}
@@ -85,6 +86,18 @@ spec:
         {{- end }}
 """,
     "templates/NOTES.txt": "visit {{ .Values.host }}\n",
+    "templates/migrate.yaml": """\
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ .Release.Name }}-migrate
+  annotations: {"helm.sh/hook": pre-install}
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: "docker.io/example/migrate:{{ .Values.migratedAt }}"}]
+""",
 }
 
 REPO = {
@@ -143,6 +156,7 @@ data:
   values.yaml: |
     sidecar: {enabled: true}
     persistence: {data: {size: 3Gi}}
+    migratedAt: 2026-12-01
 """,
     "kubernetes/apps/idp/idp/app/helmrelease.yaml": """\
 apiVersion: helm.toolkit.fluxcd.io/v2
@@ -198,6 +212,7 @@ def test_release_values_compose_values_from_then_inline_values_and_name_what_is_
     [release] = [m for m in catalogue.deployed() if m.kind == "HelmRelease"]
     values, notes = release_values(release, catalogue.manifests)
     assert values["sidecar"] == {"enabled": True}
+    assert values["migratedAt"] == "2026-12-01"  # a timestamp stays a string, as sigs.k8s.io/yaml reads it
     assert values["persistence"] == {"data": {"size": "3Gi", "storageClass": "longhorn"}}
     assert notes == ["valuesFrom Secret idp/idp-secret-values key values.yaml left out (not in the repo, optional)"]
 
@@ -216,13 +231,15 @@ def test_a_chart_that_keeps_its_pods_in_templates_is_rendered_into_workloads_cla
     assert [c.name for c in catalogue.volume_claims if c.namespace == "idp"] == []
     rendered = render_releases(catalogue, read_charts_dir(charts), renderer)
     [release] = rendered
-    assert [m.kind for m in release.manifests] == ["StatefulSet"]  # NOTES.txt is no object
+    # NOTES.txt is no object; the pre-install hook's Job is one (an install creates it)
+    assert [m.kind for m in release.manifests] == ["StatefulSet", "Job"]
     assert release.notes == ("valuesFrom Secret idp/idp-secret-values key values.yaml left out "
                              "(not in the repo, optional)",)
     with_chart = with_rendered_releases(catalogue, rendered)
     [claim] = [c for c in with_chart.volume_claims if c.namespace == "idp"]
     assert (claim.name, claim.size, claim.storage_class) == ("data-idp", "3Gi", "longhorn")
-    [workload] = [w for w in with_chart.workloads if w.manifest.namespace == "idp"]
+    [workload, hook] = [w for w in with_chart.workloads if w.manifest.namespace == "idp"]
+    assert [c.image for c in hook.containers] == ["docker.io/example/migrate:2026-12-01"]
     assert [c.image for c in workload.containers] == ["ghcr.io/example/idp:v2.4.0", "docker.io/example/sidecar:1.0"]
     assert str(workload.manifest.location()).endswith("helmrelease.yaml:1")  # named at the HelmRelease
     [app] = [a for a in drillable_apps(with_chart) if a.name == "idp"]
@@ -239,6 +256,9 @@ def test_values_the_charts_schema_refuses_name_the_release_and_helms_reason(tmp_
         render_releases(build_catalogue(repo), read_charts_dir(charts), renderer)
     message = str(error.value)
     assert "idp-2.2.1.tgz does not render for release idp/idp" in message and "host" in message
+    unchecked = files[release].replace("  values:\n", "  install: {disableSchemaValidation: true}\n  values:\n")
+    repo = write_tree(tmp_path / "unchecked", {**files, release: unchecked})
+    assert render_releases(build_catalogue(repo), read_charts_dir(charts), renderer)  # as helm-controller skips it
 
 
 def test_a_release_whose_chart_is_not_given_keeps_what_its_values_say(tmp_path: Path, renderer: Any) -> None:

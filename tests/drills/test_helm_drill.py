@@ -23,12 +23,14 @@ from filelock import FileLock
 from fixtures.drills import app_image_loader, remove_app
 from restoredrill.catalogue import build_catalogue
 from restoredrill.cluster import ClusterProvider
+from restoredrill.drill.charts import read_charts_dir
 from restoredrill.drill.gitops import GitOpsDeployment
 from restoredrill.drill.namespace import DrillFailed, NamespaceDrill
 from restoredrill.drill.plan import plan_app
 from restoredrill.pins import cache_dir
 from restoredrill.platform import CloudNativePG, Flux, PlatformContext, Velero
 from restoredrill.platform.flux import HELM_GROUP, HELM_VERSION
+from restoredrill.rendering import binary_renderer, chart_render_binary, render_releases, with_rendered_releases
 
 pytestmark = [pytest.mark.cluster, pytest.mark.platform, pytest.mark.drill]
 
@@ -96,6 +98,55 @@ spec:
     requests:
       storage: {{ $item.size }}
 {{- end }}
+"""
+
+# A chart of the other common shape (pocket-id's, home-assistant's): the pod, its image (from the
+# chart's defaults and appVersion), its port and its claim (a volumeClaimTemplate) are in the
+# templates, not in the release's values. The catalogue knows them only by rendering the chart.
+STATEFUL_CHART_YAML = "apiVersion: v2\nname: drill-statefulset\nversion: 0.4.0\nappVersion: v2.4.0\n"
+STATEFUL_CHART_VALUES = ("image: {repository: ghcr.io/restoredrill-test/idp, tag: ''}\n"
+                         "persistence: {data: {size: 1Gi}}\n")
+STATEFUL_CHART_TEMPLATE = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  serviceName: {{ .Release.Name }}
+  replicas: 1
+  selector: {matchLabels: {app.kubernetes.io/instance: {{ .Release.Name }}}}
+  template:
+    metadata:
+      labels: {app.kubernetes.io/instance: {{ .Release.Name }}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+        - name: idp
+          image: "{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}"
+          ports: [{name: http, containerPort: 1411}]
+          readinessProbe: {httpGet: {path: /healthz, port: http}, periodSeconds: 2}
+          volumeMounts: [{name: data, mountPath: /app/data}]
+  volumeClaimTemplates:
+    - metadata: {name: data}
+      spec:
+        accessModes: [ReadWriteOnce]
+        resources: {requests: {storage: {{ .Values.persistence.data.size }}}}
+"""
+STATEFUL_RELEASE = """\
+apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata:
+  name: helmdemo-idp
+spec:
+  interval: 1h
+  chart:
+    spec:
+      chart: drill-statefulset
+      version: 0.4.0
+      sourceRef: {kind: HelmRepository, name: drill-charts, namespace: flux-system}
+  values:
+    persistence:
+      data: {size: 64Mi}
 """
 
 
@@ -180,7 +231,7 @@ def files() -> dict[str, str]:
         f"kubernetes/apps/{APP}/{APP}/ks.yaml": kustomization(APP, f"./kubernetes/apps/{APP}/{APP}/app", target=APP,
                                                              wait=True),
         f"kubernetes/apps/{APP}/{APP}/app/kustomization.yaml": (
-            "resources:\n  - ./ocirepository.yaml\n  - ./web.yaml\n  - ./worker.yaml\n"),
+            "resources:\n  - ./ocirepository.yaml\n  - ./web.yaml\n  - ./worker.yaml\n  - ./idp.yaml\n"),
         f"kubernetes/apps/{APP}/{APP}/app/ocirepository.yaml": (
             "apiVersion: source.toolkit.fluxcd.io/v1\nkind: OCIRepository\nmetadata:\n  name: drill-template\n"
             "spec:\n  interval: 1h\n  layerSelector:\n"
@@ -189,6 +240,7 @@ def files() -> dict[str, str]:
             "  url: oci://ghcr.io/restoredrill-test/charts/drill-template\n"),
         f"kubernetes/apps/{APP}/{APP}/app/web.yaml": oci_release,
         f"kubernetes/apps/{APP}/{APP}/app/worker.yaml": repo_release,
+        f"kubernetes/apps/{APP}/{APP}/app/idp.yaml": STATEFUL_RELEASE,
     }
 
 
@@ -207,6 +259,8 @@ def helm_repo(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     write_tree(charts / "drill-template", {"Chart.yaml": CHART_YAML, "values.yaml": CHART_VALUES,
                                            "templates/controllers.yaml": CHART_CONTROLLERS,
                                            "templates/persistence.yaml": CHART_PERSISTENCE})
+    write_tree(charts / "drill-statefulset", {"Chart.yaml": STATEFUL_CHART_YAML, "values.yaml": STATEFUL_CHART_VALUES,
+                                              "templates/statefulset.yaml": STATEFUL_CHART_TEMPLATE})
     return repo, charts
 
 
@@ -215,7 +269,11 @@ def helm_deployment(helm_repo: tuple[Path, Path], platform_context: PlatformCont
                     cluster_provider: ClusterProvider, run_id: str, worker_id: str) -> Iterator[GitOpsDeployment]:
     """The repo published on the session's cluster beside the example (its own GitRepository)."""
     repo, charts = helm_repo
-    deployment = GitOpsDeployment(ctx=platform_context, flux=flux, catalogue=build_catalogue(repo), run_id=run_id,
+    catalogue = build_catalogue(repo)
+    # As the session's catalogue is made (fixtures.gitops): the releases whose charts are given, rendered.
+    catalogue = with_rendered_releases(catalogue, render_releases(catalogue, read_charts_dir(charts),
+                                                                  binary_renderer(chart_render_binary())))
+    deployment = GitOpsDeployment(ctx=platform_context, flux=flux, catalogue=catalogue, run_id=run_id,
                                   worker_id=worker_id, sops_age_key=None, charts_dir=charts,
                                   load_images=cluster_provider.load_images, repo_name=SOURCE)
     with FileLock(str(cache_dir() / "drill-gitops.lock")):
@@ -266,7 +324,7 @@ def test_the_runbooks_restore_makes_helm_controller_upgrade_every_release_and_th
     failure = caught.value
     assert failure.step == "adopt", failure
     message = str(failure)
-    for name in ("web", "worker"):
+    for name in ("web", "worker", "idp"):
         assert (f"HelmRelease {APP}/helmdemo-{name}: helm-controller made release revision 2 after the restore "
                 "(the backup held revision 1)") in message
     assert "--status-include-resources helmreleases.helm.toolkit.fluxcd.io" in message
@@ -288,9 +346,12 @@ def test_helm_release_app_is_drilled_offline_from_the_charts_folder_and_adopted(
     # for, the app's own (web on worker) is not.
     assert f"HelmRelease rook-ceph/rook-ceph-cluster (a dependency of HelmRelease {APP}/helmdemo-worker)" in standins
     assert "HelmRelease helmdemo/helmdemo-worker (a dependency" not in standins
-    assert set(drill.snapshot.helm_releases) == {f"HelmRelease {APP}/helmdemo-{name}" for name in ("web", "worker")}
-    assert ("apps", "Deployment", "helmdemo-web") in {(g, k, n) for _, g, k, n in drill.snapshot.objects}
-    assert record.pod_volume_restores == 2 and record.files_verified > 0
+    assert set(drill.snapshot.helm_releases) == {f"HelmRelease {APP}/helmdemo-{name}"
+                                                 for name in ("web", "worker", "idp")}
+    objects = {(g, k, n) for _, g, k, n in drill.snapshot.objects}
+    assert {("apps", "Deployment", "helmdemo-web"), ("apps", "StatefulSet", "helmdemo-idp")} <= objects
+    # The StatefulSet's claim, known only from the rendered chart, is backed up, restored and verified.
+    assert record.pod_volume_restores == 3 and record.files_verified > 0
     # The Kustomization lives in the app's namespace: restored suspended, as a real restore must, and said so.
     [step] = record.manual_steps
     assert f"Kustomization(s) {APP} live in the app's namespace {APP}" in step and "--resource-modifier" in step

@@ -30,6 +30,8 @@ type request struct {
 	Namespace   string                 `json:"namespace"`
 	Values      map[string]interface{} `json:"values"`
 	KubeVersion string                 `json:"kubeVersion"`
+	// spec.install.disableSchemaValidation, as helm-controller passes it to the install.
+	SkipSchemaValidation bool `json:"skipSchemaValidation"`
 }
 
 type rendered struct {
@@ -81,7 +83,7 @@ func render(req request) (*response, error) {
 			chrt.Metadata.KubeVersion, caps.KubeVersion.String())
 	}
 	options := chartutil.ReleaseOptions{Name: req.Name, Namespace: req.Namespace, Revision: 1, IsInstall: true}
-	toRender, err := chartutil.ToRenderValues(chrt, values, options, caps)
+	toRender, err := chartutil.ToRenderValuesWithSchemaValidation(chrt, values, options, caps, req.SkipSchemaValidation)
 	if err != nil {
 		return nil, err
 	}
