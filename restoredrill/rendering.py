@@ -138,7 +138,11 @@ class _ValuesLoader(yaml.SafeLoader):
     """YAML as sigs.k8s.io/yaml reads values: timestamps stay strings."""
 
 
-_ValuesLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+def _timestamp_as_string(loader: _ValuesLoader, node: yaml.Node) -> str:
+    return str(loader.construct_scalar(node))  # type: ignore[arg-type]
+
+
+_ValuesLoader.add_constructor("tag:yaml.org,2002:timestamp", _timestamp_as_string)
 
 
 def _load_values(text: str) -> Any:
