@@ -608,6 +608,7 @@ class _Builder:
         for component in application.components:
             target = Path(_normalise(PurePosixPath(folder) / component))
             files += self._expand(target, namespace=None, seen=seen, broken=self.broken, read=read)
+        files = list(dict.fromkeys(files))  # one file reached twice into one namespace is one object
         top = self.kustomization_files.get(folder)
         top_namespace = application.target_namespace or (top.namespace if top is not None else None)
         built: list[tuple[Manifest, BuiltObject]] = []
@@ -805,10 +806,13 @@ class _Builder:
                 read: set[Path] | None = None, own_namespace: bool = True) -> list[tuple[Path, str | None]]:
         """Files (relative) a kustomize build of `directory` reads, with the namespace it sets (an outer
         kustomization's `namespace:` wins over an inner one's; with `own_namespace=False`, that of
-        `directory`'s own kustomization.yaml is left out)."""
+        `directory`'s own kustomization.yaml is left out). `seen` holds the folders above this one:
+        a folder that includes itself is read once, but one that several kustomizations include (a
+        component every namespace folder names) is built for each, in each one's namespace, as
+        kustomize builds it."""
         if directory in seen:
             return []
-        seen.add(directory)
+        seen = seen | {directory}
         kfile = self.kustomization_files.get(directory)
         if read is not None:
             read.update(directory / name for name in KUSTOMIZATION_FILENAMES

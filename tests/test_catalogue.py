@@ -158,3 +158,23 @@ spec:
                                                     "    persistence: {media: {size: 2Gi}}"))
     claims = sorted(c.name for c in build_catalogue(tmp_path).volume_claims)
     assert claims == ["old-media", "web-config"]
+
+
+def test_a_component_every_namespace_folder_names_is_built_into_each_namespace(tmp_path: Path) -> None:
+    # endsys-gitops' layout: kubernetes/apps/<ns>/kustomization.yaml sets `namespace:` and names
+    # components/common (a Namespace and the cluster-secrets Secret) for each namespace.
+    write(tmp_path, "kubernetes/flux/ks.yaml", FLUX_KS.format(name="apps", path="./kubernetes/apps").replace(
+        "  targetNamespace: web\n", ""))
+    write(tmp_path, "kubernetes/apps/kustomization.yaml", "resources: [./web, ./db]\n")
+    for namespace in ("web", "db"):
+        write(tmp_path, f"kubernetes/apps/{namespace}/kustomization.yaml",
+              f"namespace: {namespace}\ncomponents: [../../components/common]\nresources: []\n")
+    write(tmp_path, "kubernetes/components/common/kustomization.yaml",
+          "apiVersion: kustomize.config.k8s.io/v1alpha1\nkind: Component\nresources: [namespace.yaml, secret.yaml]\n")
+    write(tmp_path, "kubernetes/components/common/namespace.yaml",
+          "apiVersion: v1\nkind: Namespace\nmetadata: {name: _}\n")
+    write(tmp_path, "kubernetes/components/common/secret.yaml",
+          "apiVersion: v1\nkind: Secret\nmetadata: {name: cluster-secrets}\nstringData: {SECRET_DOMAIN: x}\n")
+    catalogue = build_catalogue(tmp_path)
+    assert sorted(m.name for m in catalogue.manifests if m.kind == "Namespace") == ["db", "web"]
+    assert sorted(str(m.namespace) for m in catalogue.manifests if m.name == "cluster-secrets") == ["db", "web"]
