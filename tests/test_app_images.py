@@ -84,6 +84,9 @@ class FakeGitOps:
     def __init__(self) -> None:
         self.standins = list(GITOPS_STANDINS)
 
+    def app_standins(self, kustomizations: object) -> list[str]:
+        return self.standins
+
     def out(self, line: str) -> None:
         pass
 
@@ -197,6 +200,7 @@ def platform_images():
 class GitOps:
     standins = []
     worker_id = "master"
+    app_standins = staticmethod(lambda kustomizations: [])
     out = staticmethod(print)
 
 

@@ -57,6 +57,7 @@ from restoredrill.drill.charts import (
     serve_chart_sources,
     served_source,
 )
+from restoredrill.drill.disclosure import app_standins
 from restoredrill.drill.helmreleases import (
     dependency_ready_status,
     dependency_standin,
@@ -551,6 +552,10 @@ class GitOpsDeployment:
                                                   namespace=self.flux.namespace)
         self._disclose(notes + substituted)
         return body
+
+    def app_standins(self, kustomizations: Sequence[dict[str, Any]]) -> list[str]:
+        """The stand-ins so far that a drill deploying `kustomizations` discloses (restoredrill.drill.disclosure)."""
+        return app_standins(self.standins, catalogue=self.catalogue, kustomizations=kustomizations)
 
     def _disclose(self, notes: Iterable[str]) -> None:
         self.standins += [note for note in notes if note not in self.standins]

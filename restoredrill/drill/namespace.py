@@ -285,8 +285,13 @@ class NamespaceDrill:
         self.step_name = name
         self.out(f"[drill {self.plan.app}] {name} ...")
         started = time.monotonic()
-        with self.step_observer(self.plan.app, name) if self.step_observer else nullcontext():
-            action()
+        try:
+            with self.step_observer(self.plan.app, name) if self.step_observer else nullcontext():
+                action()
+        finally:  # what the step stood in for (a dependency at deploy, say) is disclosed even when it fails
+            if self.gitops is not None:  # None only where a drill is made to test its report
+                self.record.standins += [note for note in self.gitops.app_standins(self.plan.kustomizations)
+                                         if note not in self.record.standins]
         seconds = round(time.monotonic() - started, 1)
         self.record.steps.append((name, seconds))
         self.out(f"[drill {self.plan.app}] {name} done in {seconds} s")
