@@ -20,9 +20,10 @@ v3.19.0, through restoredrill's Go program `chart-render`):
 - the chart's own defaults, its dependencies' conditions, its values.schema.json and kubeVersion,
   all applied by the Helm library itself; `lookup` sees no cluster, as in `helm template`.
 The rendered workloads and claims replace what the values alone suggested for that release;
-`spec.postRenderers` and `spec.chart.spec.valuesFiles` are not applied (named when a release
-has them), and `.Capabilities.APIVersions` is Helm's default set (a template gated on a CRD's API
-takes its other branch).
+`spec.chart.spec.valuesFiles` replace the chart's default values as source-controller does;
+`spec.postRenderers` are not applied (named when a release has them), and
+`.Capabilities.APIVersions` is Helm's default set (a template gated on a CRD's API takes its
+other branch).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ from __future__ import annotations
 import base64
 import copy
 import hashlib
+import io
 import json
+import posixpath
+import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -121,6 +125,58 @@ def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[di
         values = merge_values(values, parsed)
     inline = release.get("spec", "values")
     return merge_values(values, inline if isinstance(inline, dict) else {}), missing
+
+
+def values_files_defaults(release: Manifest, package: ChartPackage, *, root: Path,
+                          from_repo: bool) -> tuple[dict[str, Any], list[str]]:
+    """The chart's default values as source-controller rewrites them for `spec.chart.spec.valuesFiles`
+    (and what could not be read): each file in order merged over the ones before (`MergeMaps`), read
+    from the chart archive (`values.yaml` is the chart's own; builder_remote.go mergeChartValues) or,
+    for a chart of this repo's GitRepository, relative to the repo's root (builder_local.go
+    mergeFileValues). An empty result leaves the chart's values.yaml as it is."""
+    paths = release.get("spec", "chart", "spec", "valuesFiles") or []
+    if not isinstance(paths, list) or not paths:
+        return {}, []
+    ignore_missing = bool(release.get("spec", "chart", "spec", "ignoreMissingValuesFiles"))
+    files = {} if from_repo else _archive_files(package.data)
+    merged: dict[str, Any] = {}
+    notes: list[str] = []
+    for path in map(str, paths):
+        clean = posixpath.normpath(path)
+        if from_repo:
+            file = (root / clean).resolve()
+            text = file.read_text(errors="replace") if root.resolve() in file.parents and file.is_file() else None
+        else:
+            text = files.get(clean)
+        if text is None:
+            if not ignore_missing:
+                notes.append(f"spec.chart.spec.valuesFiles {path} not found in the "
+                             f"{'repo' if from_repo else 'chart'}: source-controller fails the chart without it")
+            continue
+        try:
+            parsed = _load_values(text)
+        except yaml.YAMLError as error:
+            notes.append(f"spec.chart.spec.valuesFiles {path} left out (not YAML: source-controller fails the chart: "
+                         f"{str(error).splitlines()[0]})")
+            continue
+        if not isinstance(parsed, dict):
+            notes.append(f"spec.chart.spec.valuesFiles {path} left out (not a YAML map: source-controller fails "
+                         "the chart)")
+            continue
+        merged = merge_values(merged, parsed)
+    return merged, notes
+
+
+def _archive_files(data: bytes) -> dict[str, str]:
+    """A packaged chart's files by their path in the chart (the archive's top folder dropped)."""
+    found: dict[str, str] = {}
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member in archive.getmembers():
+            parts = member.name.split("/", 1)
+            stream = archive.extractfile(member) if member.isfile() and len(parts) == 2 else None
+            if stream is not None:
+                found[posixpath.normpath(parts[1])] = stream.read().decode(errors="replace")
+    return found
 
 
 def _secret_or_config_value(source: Manifest, key: str) -> str | None:
@@ -248,24 +304,30 @@ def render_releases(catalogue: Catalogue, packages: Sequence[ChartPackage], rend
             namespace = release_namespace(release.obj, namespace=release.namespace or "default")
             if wanted is not None and namespace not in wanted:
                 continue
-            package = _package_for(release, sources, packages) or git_chart(catalogue, release)
+            package, from_repo = _package_for(release, sources, packages), False
+            if package is None:
+                package, from_repo = git_chart(catalogue, release), True
             if package is None:
                 continue
             chart = Path(scratch) / package.file_name
             if not chart.exists():
                 chart.write_bytes(package.data)
             values, notes = release_values(release, catalogue.manifests)
-            answer = render({"chart": str(chart), "name": release_name(release.obj), "namespace": namespace,
-                             "values": values, "kubeVersion": _kube_version(),
-                             "skipSchemaValidation": bool(release.get("spec", "install", "disableSchemaValidation"))})
+            request = {"chart": str(chart), "name": release_name(release.obj), "namespace": namespace,
+                       "values": values, "kubeVersion": _kube_version(),
+                       "skipSchemaValidation": bool(release.get("spec", "install", "disableSchemaValidation"))}
+            defaults, missing = values_files_defaults(release, package, root=catalogue.root,
+                                                      from_repo=from_repo)
+            notes += missing
+            if defaults:
+                request["defaultValues"] = defaults
+            answer = render(request)
             # An install creates its hooks' objects too (pre-install Jobs, their claims), unless disableHooks.
             items = list(answer.get("manifests") or [])
             if not release.get("spec", "install", "disableHooks"):
                 items += list(answer.get("hooks") or [])
             if release.get("spec", "postRenderers"):
                 notes.append("spec.postRenderers not applied to the rendering")
-            if release.get("spec", "chart", "spec", "valuesFiles"):
-                notes.append("spec.chart.spec.valuesFiles not applied to the rendering (the chart's values.yaml is)")
             objects = []
             for item in items:
                 for data in yaml.safe_load_all(str(item.get("content", ""))):

@@ -24,6 +24,7 @@ from restoredrill.rendering import (
     release_name,
     release_values,
     render_releases,
+    values_files_defaults,
     with_rendered_releases,
 )
 
@@ -289,3 +290,65 @@ def test_a_chart_in_the_repo_itself_is_rendered_from_its_folder(tmp_path: Path, 
     assert rendered.package.path == (tmp_path / "repo" / "charts" / "idp").resolve()
     [claim] = [c for c in with_rendered_releases(catalogue, [rendered]).volume_claims if c.namespace == "idp"]
     assert claim.name == "data-idp"
+
+
+VALUES_FILES_RELEASE = REPO["kubernetes/apps/idp/idp/app/helmrelease.yaml"].replace(
+    "      sourceRef: {kind: HelmRepository", "      valuesFiles: [values.yaml, values-small.yaml, ci/absent.yaml]\n"
+    "      sourceRef: {kind: HelmRepository")
+SMALL = "persistence: {data: {size: 100Mi}}\nimage: {repository: ghcr.io/example/idp-small}\n"
+
+
+def test_values_files_replace_the_charts_defaults_in_order_as_source_controller_merges_them(tmp_path: Path) -> None:
+    repo = write_tree(tmp_path / "repo", {**REPO, "kubernetes/apps/idp/idp/app/helmrelease.yaml": VALUES_FILES_RELEASE})
+    [package] = read_charts_dir(write_tree(tmp_path / "charts" / "idp", {**STATEFUL_CHART,
+                                                                         "values-small.yaml": SMALL}).parent)
+    catalogue = build_catalogue(repo)
+    [release] = [m for m in catalogue.deployed() if m.kind == "HelmRelease"]
+    defaults, notes = values_files_defaults(release, package, root=repo, from_repo=False)
+    # values.yaml is the chart's own; the later file overrides it key by key (MergeMaps)
+    assert defaults["persistence"] == {"data": {"enabled": True, "size": "100Mi", "storageClass": ""}}
+    assert defaults["image"] == {"repository": "ghcr.io/example/idp-small", "tag": ""}
+    assert notes == ["spec.chart.spec.valuesFiles ci/absent.yaml not found in the chart: source-controller fails the "
+                     "chart without it"]
+    ignoring = VALUES_FILES_RELEASE.replace("      valuesFiles:",
+                                            "      ignoreMissingValuesFiles: true\n      valuesFiles:")
+    repo = write_tree(tmp_path / "ignoring", {**REPO, "kubernetes/apps/idp/idp/app/helmrelease.yaml": ignoring})
+    [release] = [m for m in build_catalogue(repo).deployed() if m.kind == "HelmRelease"]
+    assert values_files_defaults(release, package, root=repo, from_repo=False)[1] == []
+    # Without values.yaml in the list, the chart's own defaults are not included (the HelmChart API's word).
+    only = VALUES_FILES_RELEASE.replace("[values.yaml, values-small.yaml, ci/absent.yaml]", "[values-small.yaml]")
+    repo = write_tree(tmp_path / "only", {**REPO, "kubernetes/apps/idp/idp/app/helmrelease.yaml": only})
+    [release] = [m for m in build_catalogue(repo).deployed() if m.kind == "HelmRelease"]
+    assert values_files_defaults(release, package, root=repo, from_repo=False)[0] == {
+        "persistence": {"data": {"size": "100Mi"}}, "image": {"repository": "ghcr.io/example/idp-small"}}
+
+
+def test_a_repo_charts_values_files_are_read_from_the_repos_root(tmp_path: Path) -> None:
+    local = REPO["kubernetes/apps/idp/idp/app/helmrelease.yaml"].replace(
+        "chart: idp\n      version: 2.2.1\n", "chart: ./charts/idp\n      valuesFiles: [charts/idp/values.yaml, "
+        "envs/small.yaml]\n").replace("{kind: HelmRepository, name: example, namespace: flux-system}",
+                                      "{kind: GitRepository, name: flux-system, namespace: flux-system}")
+    files = {**REPO, "kubernetes/apps/idp/idp/app/helmrelease.yaml": local, "envs/small.yaml": SMALL,
+             **{f"charts/idp/{name}": text for name, text in STATEFUL_CHART.items()}}
+    repo = write_tree(tmp_path / "repo", files)
+    catalogue = build_catalogue(repo)
+    [release] = [m for m in catalogue.deployed() if m.kind == "HelmRelease"]
+    package = read_charts_dir(repo / "charts")[0]
+    defaults, notes = values_files_defaults(release, package, root=repo, from_repo=True)
+    assert defaults["persistence"]["data"]["size"] == "100Mi" and defaults["host"] == "" and notes == []
+
+
+def test_a_values_file_decides_what_the_chart_renders(tmp_path: Path, renderer: Any) -> None:
+    release = VALUES_FILES_RELEASE.replace("[values.yaml, values-small.yaml, ci/absent.yaml]",
+                                           "[values.yaml, values-small.yaml]")
+    repo = write_tree(tmp_path / "repo", {**REPO, "kubernetes/apps/idp/idp/app/helmrelease.yaml": release})
+    charts = write_tree(tmp_path / "charts" / "idp", {**STATEFUL_CHART, "values-small.yaml": SMALL}).parent
+    catalogue = build_catalogue(repo)
+    [rendered] = render_releases(catalogue, read_charts_dir(charts), renderer)
+    [claim] = [c for c in with_rendered_releases(catalogue, [rendered]).volume_claims if c.namespace == "idp"]
+    # the ConfigMap's values (3Gi) still win over the values files: they are the release's values
+    [statefulset] = [m for m in rendered.manifests if m.kind == "StatefulSet"]
+    assert statefulset.obj["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"] == "3Gi"
+    images = [c["image"] for c in statefulset.obj["spec"]["template"]["spec"]["containers"]]
+    assert images[0] == "ghcr.io/example/idp-small:v2.4.0"  # the file's repository, the release's tag
+    assert claim.name == "data-idp" and not [note for note in rendered.notes if "valuesFiles" in note]

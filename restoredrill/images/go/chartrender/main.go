@@ -7,6 +7,7 @@
 // nothing, as in `helm template`), and the result split into manifests and hooks in install order.
 //
 // Input (stdin, JSON): {"chart": PATH.tgz, "name": RELEASE, "namespace": NS, "values": {...},
+// "defaultValues": {...} (optional: replaces the chart's values.yaml, as valuesFiles do),
 // "kubeVersion": "v1.34.4"}. Output (stdout, JSON): {"manifests": [{"source", "content"}],
 // "hooks": [{"source", "content", "events"}]}. A chart that does not render exits 1 with Helm's
 // own message on stderr.
@@ -25,11 +26,14 @@ import (
 )
 
 type request struct {
-	Chart       string                 `json:"chart"`
-	Name        string                 `json:"name"`
-	Namespace   string                 `json:"namespace"`
-	Values      map[string]interface{} `json:"values"`
-	KubeVersion string                 `json:"kubeVersion"`
+	Chart     string                 `json:"chart"`
+	Name      string                 `json:"name"`
+	Namespace string                 `json:"namespace"`
+	Values    map[string]interface{} `json:"values"`
+	// The chart's default values as source-controller rewrites them for spec.chart.spec.valuesFiles
+	// (OverwriteChartDefaultValues): they replace values.yaml when given.
+	DefaultValues map[string]interface{} `json:"defaultValues,omitempty"`
+	KubeVersion   string                 `json:"kubeVersion"`
 	// spec.install.disableSchemaValidation, as helm-controller passes it to the install.
 	SkipSchemaValidation bool `json:"skipSchemaValidation"`
 }
@@ -62,6 +66,9 @@ func render(req request) (*response, error) {
 			return nil, fmt.Errorf("found in Chart.yaml, but missing in charts/ directory: %s "+
 				"(run `helm dependency build` in the chart's folder before giving it)", dependency.Name)
 		}
+	}
+	if len(req.DefaultValues) > 0 {
+		chrt.Values = req.DefaultValues
 	}
 	values := req.Values
 	if values == nil {
