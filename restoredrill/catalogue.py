@@ -178,9 +178,14 @@ class Workload:
     pod_annotations: Mapping[str, str]
     containers: tuple[Container, ...]
     claim_names: tuple[str, ...]
+    # (pod volume, claim) where the pod's volumes are not in the manifest itself (a HelmRelease's values).
+    volumes: tuple[tuple[str, str], ...] = ()
 
     @property
     def namespace(self) -> str | None:
+        """Where the pods run: a HelmRelease's `spec.targetNamespace`, else its manifest's namespace."""
+        if self.manifest.kind == "HelmRelease" and self.manifest.get("spec", "targetNamespace"):
+            return str(self.manifest.get("spec", "targetNamespace"))
         return self.manifest.namespace
 
 
@@ -491,8 +496,8 @@ class _Builder:
             schedules=tuple(_schedules(manifests)),
             storage_locations=tuple(_storage_locations(manifests)),
             velero_defaults=_velero_defaults(manifests),
-            workloads=tuple(w for m in manifests for w in _workloads(m)),
-            volume_claims=tuple(_volume_claims(manifests)),
+            workloads=tuple(w for m in manifests for w in _workloads(m, legacy=_legacy_common_sources(manifests))),
+            volume_claims=tuple(_volume_claims(manifests, legacy=_legacy_common_sources(manifests))),
             cnpg_clusters=tuple(CnpgCluster(m) for m in manifests if m.group == CNPG_GROUP and m.kind == "Cluster"),
             unapplied_files=unapplied,
             unreferenced_schedules=tuple(_schedules(stray_schedules)),
@@ -957,10 +962,13 @@ def _substitute(document: Document, variables: Mapping[str, str]) -> Document:
 # ---------------------------------------------------------------------------------------------
 
 
-def _workloads(manifest: Manifest) -> Iterable[Workload]:
+def _workloads(manifest: Manifest, *, legacy: frozenset[tuple[str, str]] = frozenset()) -> Iterable[Workload]:
     """Pod-running objects: workload manifests, and the controllers of an app-template HelmRelease."""
     if manifest.group == HELM_GROUP and manifest.kind == "HelmRelease":
-        yield from _helm_app_template_workloads(manifest)
+        if _common_family(manifest, legacy) == "legacy":
+            yield from _legacy_common_workloads(manifest)
+        else:
+            yield from _helm_app_template_workloads(manifest)
     else:
         workload = _workload(manifest)
         if workload is not None:
@@ -993,8 +1001,132 @@ def _helm_app_template_workloads(m: Manifest) -> Iterable[Workload]:
         annotations = {str(k): str(v) for k, v in ((defaults.get("annotations") if isinstance(defaults, dict)
                                                    else None) or {}).items()}
         annotations.update({str(k): str(v) for k, v in (pod.get("annotations") or {}).items()})
+        volumes = _app_template_volumes(m, controller=str(key))
         yield Workload(manifest=m, pod_template_path=path, pod_labels=labels, pod_annotations=annotations,
-                       containers=tuple(containers), claim_names=())
+                       containers=tuple(containers), claim_names=tuple(dict.fromkeys(c for _, c in volumes)),
+                       volumes=volumes)
+
+
+# Charts on the common library's first shape (bjw-s common 1.x, which app-template 1.x renders,
+# and the k8s-at-home common library it was forked from, under every k8s-at-home chart): one
+# controller from top-level `image`, `podAnnotations`, `podLabels`, `controller`; `persistence`
+# items used only when `enabled: true`, of `type: pvc` unless said otherwise.
+K8S_AT_HOME_CHARTS = "k8s-at-home.com/charts"
+
+
+def _legacy_common_sources(manifests: Iterable[Manifest]) -> frozenset[tuple[str, str]]:
+    """(namespace, name) of the HelmRepositories that serve the k8s-at-home charts."""
+    return frozenset((m.namespace or "flux-system", m.name) for m in manifests
+                     if m.kind == "HelmRepository" and m.group.startswith("source.toolkit.fluxcd.io")
+                     and K8S_AT_HOME_CHARTS in str(m.get("spec", "url") or ""))
+
+
+def _common_family(m: Manifest, legacy: frozenset[tuple[str, str]]) -> str | None:
+    """"app-template" (2.x and later: `controllers`), "legacy" (the common library's first shape:
+    app-template 1.x, a k8s-at-home chart) or None (a chart whose values say nothing of its pods)."""
+    values = m.get("spec", "values")
+    values = values if isinstance(values, dict) else {}
+    if isinstance(values.get("controllers"), dict):
+        return "app-template"
+    ref = m.get("spec", "chart", "spec", "sourceRef") or {}
+    source = (str(ref.get("namespace") or m.namespace or "flux-system"), str(ref.get("name"))) \
+        if isinstance(ref, dict) and ref.get("kind") == "HelmRepository" else None
+    if "app-template" in _chart_name(m) or isinstance(values.get("controller"), dict) or source in legacy:
+        return "legacy" if _legacy_version(m) or source in legacy or "controller" in values else "app-template"
+    return None
+
+
+def _legacy_version(m: Manifest) -> bool:
+    """Whether the HelmRelease pins app-template 1.x (`chart.spec.version` 1.*, or an OCIRepository's
+    tag is not seen here: 2.x and later are what the values' `controllers` say)."""
+    version = str(m.get("spec", "chart", "spec", "version") or "")
+    return version.lstrip("v").startswith("1.") or version.lstrip("v").startswith("0.")
+
+
+def _legacy_fullname(m: Manifest) -> str:
+    """The common library 1.x `names.fullname`: fullnameOverride, else the release name when it
+    contains the chart's name (app-template 1.x sets that name to the release's), else RELEASE-CHART."""
+    values = m.get("spec", "values")
+    values = values if isinstance(values, dict) else {}
+    overall: dict[str, Any] = values["global"] if isinstance(values.get("global"), dict) else {}
+    release = str(m.get("spec", "releaseName") or m.name)
+    if values.get("fullnameOverride") or overall.get("fullnameOverride"):
+        return str(overall.get("fullnameOverride") or values["fullnameOverride"])[:63].rstrip("-")
+    chart = _chart_name(m)
+    name = str(overall.get("nameOverride") or values.get("nameOverride") or
+               (release if "app-template" in chart else chart))
+    return (release if name in release else f"{release}-{name}")[:63].rstrip("-")
+
+
+def _app_template_volumes(m: Manifest, *, controller: str | None) -> tuple[tuple[str, str], ...]:
+    """(pod volume, claim) of the claims the chart mounts in `controller`'s pods (None: the common
+    library's first shape, whose one controller mounts every item). From `persistence`: an item of
+    the claim type, enabled, in this controller (2.x and later: unless only other controllers'
+    `advancedMounts` name it, bjw-s common lib/pod/fields/_volumes.tpl); its claim the
+    `existingClaim`, else the one the chart makes (FULLNAME-KEY, or FULLNAME-nameOverride in 1.x)."""
+    persistence = m.get("spec", "values", "persistence")
+    if not isinstance(persistence, dict):
+        return ()
+    found: list[tuple[str, str]] = []
+    for key, item in persistence.items():
+        claim = _persistence_claim(m, str(key), item, legacy=controller is None)
+        if claim is None or not isinstance(item, dict):
+            continue
+        advanced = item.get("advancedMounts")
+        if controller is not None and not item.get("globalMounts") and advanced and not (
+                isinstance(advanced, dict) and advanced.get(controller)):
+            continue
+        found.append((str(key), claim))
+    return tuple(found)
+
+
+def _persistence_claim(m: Manifest, key: str, item: Any, *, legacy: bool) -> str | None:
+    """The claim of one `persistence` item, or None when it is no enabled claim item: common 1.x
+    (`legacy`) uses an item only when `enabled: true`, of `type: pvc` by default, and names the claim
+    it makes FULLNAME-nameOverride (FULLNAME for "-"); 2.x and later use it unless `enabled: false`,
+    of `type: persistentVolumeClaim` by default, RELEASE-KEY. An `existingClaim` is used as it is."""
+    if not isinstance(item, dict):
+        return None
+    if legacy:
+        if not item.get("enabled") or str(item.get("type") or "pvc") != "pvc":
+            return None
+        override = item.get("nameOverride")
+        made = _legacy_fullname(m) if override == "-" else f"{_legacy_fullname(m)}-{override or key}"
+    else:
+        if item.get("enabled") is False or str(item.get("type") or "persistentVolumeClaim") != "persistentVolumeClaim":
+            return None
+        made = f"{m.get('spec', 'releaseName') or m.name}-{key}"
+    return str(item["existingClaim"]) if item.get("existingClaim") else made
+
+
+def _legacy_common_workloads(m: Manifest) -> Iterable[Workload]:
+    """The one controller of a chart on the common library's first shape."""
+    values = m.get("spec", "values")
+    values = values if isinstance(values, dict) else {}
+    controller: dict[str, Any] = values["controller"] if isinstance(values.get("controller"), dict) else {}
+    if controller.get("enabled") is False:
+        return
+    path: FieldPath = ("spec", "values")
+    containers = []
+    image = values.get("image")
+    if isinstance(image, dict) and image.get("repository"):
+        tag = f":{image['tag']}" if image.get("tag") else ""
+        containers.append(Container(name="main", image=f"{image['repository']}{tag}", field_path=(*path, "image")))
+    for field_name in ("initContainers", "additionalContainers", "sidecars"):
+        extra = values.get(field_name)
+        items = extra.items() if isinstance(extra, dict) else enumerate(extra) if isinstance(extra, list) else ()
+        for name, container in items:
+            if isinstance(container, dict) and isinstance(container.get("image"), str):
+                containers.append(Container(name=str(container.get("name") or name), image=container["image"],
+                                            field_path=(*path, field_name, name)))
+    release = str(m.get("spec", "releaseName") or m.name)
+    labels = {"app.kubernetes.io/name": release, "app.kubernetes.io/instance": release}
+    labels.update({str(k): str(v) for k, v in (values.get("podLabels") or {}).items()})
+    annotations = {str(k): str(v) for k, v in (values.get("podAnnotations") or {}).items()}
+    volumes = _app_template_volumes(m, controller=None)
+    yield Workload(manifest=m, pod_template_path=path, pod_labels=labels, pod_annotations=annotations,
+                   containers=tuple(containers), claim_names=tuple(dict.fromkeys(c for _, c in volumes)),
+                   volumes=volumes)
 
 
 def _workload(manifest: Manifest) -> Workload | None:
@@ -1029,7 +1161,8 @@ def _workload(manifest: Manifest) -> Workload | None:
     )
 
 
-def _volume_claims(manifests: Iterable[Manifest]) -> Iterable[VolumeClaim]:
+def _volume_claims(manifests: Iterable[Manifest], *,
+                   legacy: frozenset[tuple[str, str]] = frozenset()) -> Iterable[VolumeClaim]:
     for m in manifests:
         if m.group == "" and m.kind == "PersistentVolumeClaim":
             yield VolumeClaim(
@@ -1049,31 +1182,22 @@ def _volume_claims(manifests: Iterable[Manifest]) -> Iterable[VolumeClaim]:
                 name=m.name, namespace=m.namespace, storage_class=m.get("spec", "storage", "storageClass"),
                 size=_as_str(m.get("spec", "storage", "size")), origin="CNPG Cluster storage", manifest=m)
         elif m.group == HELM_GROUP and m.kind == "HelmRelease":
-            yield from _helm_app_template_claims(m)
+            yield from _helm_app_template_claims(m, legacy=legacy)
 
 
-def _is_app_template(m: Manifest) -> bool:
-    """Whether a HelmRelease installs bjw-s app-template, whose `persistence:` values are its claims:
-    the chart (or the OCIRepository) is named so, or the values have its `controllers:` (2.x and
-    later) or `controller:` (1.x). Other charts' `persistence:` values mean what their templates
-    make of them (pocket-id's `persistence.data` is a volumeClaimTemplate), known only by rendering."""
-    values = m.get("spec", "values")
-    return "app-template" in _chart_name(m) or (isinstance(values, dict) and (
-        isinstance(values.get("controllers"), dict) or isinstance(values.get("controller"), dict)))
-
-
-def _helm_app_template_claims(m: Manifest) -> Iterable[VolumeClaim]:
-    """PVCs the bjw-s app-template chart creates from `persistence:` values."""
+def _helm_app_template_claims(m: Manifest, *,
+                              legacy: frozenset[tuple[str, str]] = frozenset()) -> Iterable[VolumeClaim]:
+    """PVCs the chart creates from `persistence:` values (app-template, and the charts on the common
+    library's first shape): the claim items without an `existingClaim`."""
     persistence = m.get("spec", "values", "persistence")
-    if not isinstance(persistence, dict) or not _is_app_template(m):
+    family = _common_family(m, legacy)
+    if not isinstance(persistence, dict) or family is None:
         return
     for key, item in persistence.items():
-        if not isinstance(item, dict) or item.get("enabled") is False or item.get("existingClaim"):
+        claim = _persistence_claim(m, str(key), item, legacy=family == "legacy")
+        if claim is None or not isinstance(item, dict) or item.get("existingClaim"):
             continue
-        if item.get("type", "persistentVolumeClaim") != "persistentVolumeClaim":
-            continue
-        release = m.get("spec", "releaseName") or m.name
-        yield VolumeClaim(name=f"{release}-{key}", namespace=m.get("spec", "targetNamespace") or m.namespace,
+        yield VolumeClaim(name=claim, namespace=m.get("spec", "targetNamespace") or m.namespace,
                           storage_class=item.get("storageClass"), size=_as_str(item.get("size")),
                           origin="HelmRelease persistence values", manifest=m)
 

@@ -222,8 +222,7 @@ def _active_schedules(catalogue: Catalogue) -> list[Schedule]:
 def _pod_volume_names(workload: Workload) -> list[str]:
     """Pod volumes backed by claims (app-template HelmReleases: their persistence keys)."""
     if workload.manifest.kind == "HelmRelease":
-        persistence = workload.manifest.get("spec", "values", "persistence")
-        return [str(k) for k in persistence] if isinstance(persistence, dict) else []
+        return [volume for volume, _ in workload.volumes]
     spec = dig(workload.manifest.obj, (*workload.pod_template_path, "spec")) or {}
     return [str(v.get("name")) for v in spec.get("volumes") or []
             if isinstance(v, dict) and isinstance(v.get("persistentVolumeClaim"), dict)]
@@ -399,15 +398,21 @@ def _has_scheduled_backup(catalogue: Catalogue, cluster: CnpgCluster) -> bool:
                and m.get("spec", "cluster", "name") == cluster.name for m in catalogue.manifests)
 
 
-def _exempt(claim: VolumeClaim, context: RuleContext) -> bool:
-    """Whether the drill config exempts the app that owns this claim (not its whole namespace)."""
-    catalogue = context.catalogue
+def _exemption_names(claim: VolumeClaim, catalogue: Catalogue) -> list[str]:
+    """The drill config's `apps.NAME` keys that exempt the claim: its app's name, and its namespace's
+    when that app is the namespace's own (or no app owns it)."""
     app = catalogue.app_of(claim.manifest.path) or next(
         (a for a in catalogue.apps if claim.manifest.deployed_by in {k.name for k in a.kustomizations}), None)
     names = [app.name] if app else []
     if app is None or catalogue.app_for_namespace(str(claim.namespace)) is app:
         names.append(str(claim.namespace))
-    return any((o := context.config.apps.get(n)) is not None and not o.backup_required for n in names)
+    return names
+
+
+def _exempt(claim: VolumeClaim, context: RuleContext) -> bool:
+    """Whether the drill config exempts the app that owns this claim (not its whole namespace)."""
+    return any((o := context.config.apps.get(n)) is not None and not o.backup_required
+               for n in _exemption_names(claim, context.catalogue))
 
 
 @rule(id="namespace-covered", title="Every stateful namespace is covered by a Schedule",
@@ -426,14 +431,16 @@ def namespace_covered(subject: Subject, context: RuleContext) -> list[Finding]:
                                                                    if len(claims) > 4 else "")
     schedules_dir = next((s.manifest.path.parent for s in catalogue.schedules if not s.from_helm_values), None)
     where = f" in {schedules_dir}" if schedules_dir else ""
+    owners = list(dict.fromkeys((_exemption_names(c, catalogue) or [namespace])[0] for c in claims))
     return [_finding(
         "namespace-covered", first.manifest, first.manifest.location(), f"namespace {namespace}",
         f"holds persistent data ({what}) that no Velero Schedule includes and no other backup the repo shows "
         "(a CNPG object-store backup with a ScheduledBackup, a VolSync ReplicationSource) covers, so it is never "
         "backed up",
         f"add a Schedule for it{where} (copy the runbook's 'Simple App' template with includedNamespaces: "
-        f"[{namespace}]) and list it in the Velero kustomization, or set apps.{subject.app or namespace}."
-        "backup_required: false with a reason in the drill config")]
+        f"[{namespace}]) and list it in the Velero kustomization, or exempt "
+        f"{'the apps that own them' if len(owners) > 1 else 'the app that owns it'} in the drill config: "
+        + ", ".join(f"apps.{name}.backup_required: false" for name in owners) + " with a reason")]
 
 
 def _schedule_rule(rule_id: str, title: str) -> Callable[[ScheduleCheck], Check]:
@@ -509,8 +516,7 @@ def _claim_coverage(claim: VolumeClaim, schedule: Schedule, catalogue: Catalogue
 
 def _volumes_of_claim(workload: Workload, claim: VolumeClaim) -> list[str]:
     if workload.manifest.kind == "HelmRelease":
-        return [key for key in _pod_volume_names(workload) if claim.manifest is workload.manifest
-                and claim.name.endswith(f"-{key}")]
+        return [volume for volume, name in workload.volumes if name == claim.name]
     spec = dig(workload.manifest.obj, (*workload.pod_template_path, "spec")) or {}
     names = [str(v.get("name")) for v in spec.get("volumes") or [] if isinstance(v, dict)
              and dig(v, ("persistentVolumeClaim", "claimName")) == claim.name]
@@ -573,6 +579,22 @@ def schedule_storage_location(schedule: Schedule, context: RuleContext) -> list[
                 "Schedule nor the server names one, so Velero fails every backup",
                 "list the location in spec.template.volumeSnapshotLocations, or set "
                 "configuration.defaultVolumeSnapshotLocations (provider:name) in the Velero values"))
+    named = schedule.template.get("volumeSnapshotLocations")
+    if schedule.template.get("snapshotVolumes") is not False and isinstance(named, list):
+        # backup_controller validateAndGetSnapshotLocations: one named location per provider.
+        providers = dict(defaults.snapshot_locations)
+        chosen: dict[str, str] = {}
+        for name in map(str, named):
+            of = providers.get(name)
+            if of is None:
+                continue
+            if chosen.setdefault(of, name) != name:
+                findings.append(_schedule_finding(
+                    "schedule-storage-location", schedule, ("template", "volumeSnapshotLocations"),
+                    f"volumeSnapshotLocations names more than one location of provider {of!r} "
+                    f"({chosen[of]}, {name}): Velero takes one per provider and fails every backup "
+                    "(\"more than one VolumeSnapshotLocation name specified for provider\")",
+                    f"keep one location of provider {of!r} in spec.template.volumeSnapshotLocations"))
     return findings
 
 

@@ -153,11 +153,17 @@ spec:
                                              values="    persistence: {data: {enabled: true, size: 5Gi}}"))
     write(tmp_path, "b.yaml", release.format(name="web", chart="app-template",
                                              values="    persistence: {config: {size: 1Gi}}"))
-    write(tmp_path, "c.yaml", release.format(name="old", chart="common-chart",  # app-template 1.x's `controller:`
+    # The common library's first shape (`controller:`): an item counts only with `enabled: true`, and
+    # a chart other than app-template 1.x names its claims RELEASE-CHART-KEY (names.fullname).
+    write(tmp_path, "c.yaml", release.format(name="old", chart="common-chart",
                                              values="    controller: {type: statefulset}\n"
-                                                    "    persistence: {media: {size: 2Gi}}"))
+                                                    "    persistence: {media: {enabled: true, size: 2Gi}, "
+                                                    "cache: {size: 1Gi}}"))
+    one = release.replace("chart: {chart}, ", "chart: {chart}, version: 1.2.0, ")
+    write(tmp_path, "d.yaml", one.format(name="red", chart="app-template",  # app-template 1.x: RELEASE-KEY
+                                         values="    persistence: {data: {enabled: true}, tmp: {size: 1Gi}}"))
     claims = sorted(c.name for c in build_catalogue(tmp_path).volume_claims)
-    assert claims == ["old-media", "web-config"]
+    assert claims == ["old-common-chart-media", "red-data", "web-config"]
 
 
 def test_a_component_every_namespace_folder_names_is_built_into_each_namespace(tmp_path: Path) -> None:

@@ -197,6 +197,84 @@ def test_more_than_one_snapshot_location_for_a_provider_fails_every_backup(examp
     assert findings and all("more than one VolumeSnapshotLocation for provider 'aws'" in f.problem for f in findings)
 
 
+def test_a_schedule_naming_two_locations_of_one_provider_fails_every_backup(example_repo: RepoCopy) -> None:
+    # jfrazx/home-ops: two `provider: csi` locations listed in one Schedule.
+    example_repo.write(f"{VELERO_APP}/vsl.yaml", "".join(
+        f"---\napiVersion: velero.io/v1\nkind: VolumeSnapshotLocation\nmetadata: {{name: {n}, namespace: velero}}\n"
+        "spec: {provider: csi}\n" for n in ("fast", "slow")))
+    example_repo.replace(f"{VELERO_APP}/kustomization.yaml", "resources:\n", "resources:\n  - ./vsl.yaml\n")
+    example_repo.replace(PELICAN_SCHEDULE, "    storageLocation: default\n",
+                         "    storageLocation: default\n    volumeSnapshotLocations: [fast]\n")
+    assert [f for f in example_repo.findings("schedule-storage-location") if "pelican" in f.subject] == []
+    example_repo.replace(PELICAN_SCHEDULE, "volumeSnapshotLocations: [fast]", "volumeSnapshotLocations: [fast, slow]")
+    (finding,) = [f for f in example_repo.findings("schedule-storage-location") if "pelican" in f.subject]
+    assert "more than one location of provider 'csi' (fast, slow)" in finding.problem
+
+
+STATUS_4 = """apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: status}
+spec:
+  interval: 1h
+  chartRef: {kind: OCIRepository, name: app-template}
+  values:
+    controllers:
+      gatus:
+        pod: {annotations: {backup.velero.io/backup-volumes: data}}
+        containers: {app: {image: {repository: ghcr.io/twin/gatus, tag: v5.17.0}}}
+      other:
+        containers: {app: {image: {repository: ghcr.io/example/other, tag: "1.0"}}}
+    persistence:
+      data: {existingClaim: status-data}
+      scratch:
+        size: 1Gi
+        advancedMounts: {other: {app: [{path: /scratch}]}}
+"""
+STATUS_1 = """apiVersion: helm.toolkit.fluxcd.io/v2
+kind: HelmRelease
+metadata: {name: status}
+spec:
+  interval: 1h
+  chart: {spec: {chart: app-template, version: 1.2.0, sourceRef: {kind: HelmRepository, name: bjw-s}}}
+  values:
+    podAnnotations: {backup.velero.io/backup-volumes: "data,cache"}
+    image: {repository: ghcr.io/twin/gatus, tag: v5.17.0}
+    persistence:
+      data: {enabled: true, existingClaim: status-data}
+      cache: {enabled: true, size: 1Gi}
+"""
+
+
+@pytest.mark.parametrize("release", [STATUS_4, STATUS_1], ids=["app-template-4", "app-template-1"])
+def test_an_app_template_pods_opt_in_covers_the_claims_its_persistence_mounts(example_repo: RepoCopy,
+                                                                              release: str) -> None:
+    # MarcoMihaiCondrache/infrastructure: podAnnotations opt the `config` volume (an existingClaim) in.
+    example_repo.write("kubernetes/apps/pelican/status/ks.yaml",
+                       FLUX_KS.format(name="status", path="./kubernetes/apps/pelican/status/app").replace(
+                           "targetNamespace: web", "targetNamespace: pelican"))
+    example_repo.write("kubernetes/apps/pelican/status/app/kustomization.yaml",
+                       "resources: [helmrelease.yaml, pvc.yaml]\n")
+    example_repo.write("kubernetes/apps/pelican/status/app/helmrelease.yaml", release)
+    example_repo.write("kubernetes/apps/pelican/status/app/pvc.yaml", PVC.replace("name: data", "name: status-data"))
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "  - ./pelican/ks.yaml\n",
+                         "  - ./pelican/ks.yaml\n  - ./status/ks.yaml\n")
+    example_repo.replace(PELICAN_SCHEDULE, "defaultVolumesToFsBackup: true", "defaultVolumesToFsBackup: false")
+    catalogue = example_repo.catalogue()
+    [workload] = [w for w in catalogue.workloads if w.manifest.name == "status" and
+                  w.pod_annotations.get("backup.velero.io/backup-volumes")]
+    assert dict(workload.volumes)["data"] == "status-data" and workload.namespace == "pelican"
+    (finding,) = example_repo.findings("schedule-fs-backup")  # pelican's own Deployment does not opt in
+    assert "status-data" not in finding.problem and "pelican/pelican-data" in finding.problem, finding.problem
+    if release is STATUS_4:  # `scratch` is mounted only in `other`, which does not opt in
+        assert "pelican/status-scratch" in finding.problem
+    else:
+        assert "status-cache" not in finding.problem
+    example_repo.replace("kubernetes/apps/pelican/status/app/helmrelease.yaml", "backup.velero.io/backup-volumes",
+                         "example.org/not-velero")
+    (finding,) = example_repo.findings("schedule-fs-backup")
+    assert "pelican/status-data" in finding.problem
+
+
 def test_a_paused_schedule_takes_no_backups(example_repo: RepoCopy) -> None:
     example_repo.replace(PELICAN_SCHEDULE, '  schedule: "0 2 * * *"', '  schedule: "0 2 * * *"\n  paused: true')
     (finding,) = example_repo.findings("schedule-paused")
@@ -319,6 +397,8 @@ def test_exempting_one_app_does_not_silence_the_others_of_its_namespace(example_
                                                  "    reason: rebuilt from upstream\n", 1))
     (finding,) = example_repo.findings("namespace-covered")
     assert "wiki-data" in finding.problem and "pelican-data" not in finding.problem
+    # The fix names the app that owns the claim (samuelbartels20/home-ops: it named the namespace's first app).
+    assert "apps.wiki.backup_required: false" in finding.fix and "apps.pelican." not in finding.fix, finding.fix
 
 
 FLUX_KS = """apiVersion: kustomize.toolkit.fluxcd.io/v1
