@@ -1262,8 +1262,11 @@ def _velero_defaults(manifests: Iterable[Manifest]) -> VeleroServerDefaults:
                 configuration = {}
             vsl = configuration.get("volumeSnapshotLocation")
             for item in vsl if isinstance(vsl, list) else [vsl]:
-                if isinstance(item, dict) and item.get("provider"):
-                    locations.append((str(item.get("name") or "default"), str(item["provider"])))
+                # Charts before 5.x take a location's provider from configuration.provider
+                # (velero.volumeSnapshotLocation.provider in _helpers.tpl).
+                provider = item.get("provider") or configuration.get("provider") if isinstance(item, dict) else None
+                if isinstance(item, dict) and provider:
+                    locations.append((str(item.get("name") or "default"), str(provider)))
             features = configuration.get("features") or ""
             features = features if isinstance(features, list) else str(features).split(",")
             defaults_vsl = configuration.get("defaultVolumeSnapshotLocations") or ""

@@ -41,6 +41,7 @@ from restoredrill.velero_semantics import (
     hook_selects,
     includes_namespace,
     loses_cluster_resources,
+    plugin_snapshot_misses,
     runs_database_server,
     volume_coverage,
 )
@@ -508,10 +509,21 @@ def _claim_coverage(claim: VolumeClaim, schedule: Schedule, catalogue: Catalogue
     mounts = [(w, v) for w in catalogue.workloads if w.namespace == claim.namespace
               for v in _volumes_of_claim(w, claim)]
     if not mounts:
-        return volume_coverage(schedule.template, server)
+        return _by_plugin_snapshot(volume_coverage(schedule.template, server), claim, catalogue)
     coverages = [volume_coverage(schedule.template, server, volume=v, pod_annotations=w.pod_annotations)
                  for w, v in mounts]
-    return next((c for c in coverages if c.covered), coverages[0])
+    return _by_plugin_snapshot(next((c for c in coverages if c.covered), coverages[0]), claim, catalogue)
+
+
+def _by_plugin_snapshot(coverage: Coverage, claim: VolumeClaim, catalogue: Catalogue) -> Coverage:
+    """A cloud plugin's snapshot covers only that cloud's disks: otherwise the claim's data is lost."""
+    if not (coverage.method or "").startswith("volume snapshot"):
+        return coverage
+    provisioner = next((str(m.get("provisioner")) for m in catalogue.manifests if m.kind == "StorageClass"
+                        and m.name == claim.storage_class and m.get("provisioner")), None)
+    why = plugin_snapshot_misses(catalogue.velero_defaults.server().snapshot_providers,
+                                 storage_class=claim.storage_class, provisioner=provisioner)
+    return coverage if why is None else Coverage(None, why)
 
 
 def _volumes_of_claim(workload: Workload, claim: VolumeClaim) -> list[str]:
@@ -626,8 +638,14 @@ def schedule_namespaces_exist(schedule: Schedule, context: RuleContext) -> list[
 
 @_schedule_rule("schedule-unique-name", "Schedule names are unique")
 def schedule_unique_name(schedule: Schedule, context: RuleContext) -> list[Finding]:
+    def source(s: Schedule) -> tuple[object, ...]:
+        return (s.manifest.document.path, s.manifest.document.index, s.spec_path)
+
+    # The same document applied by two Kustomizations (a parent building every folder, and the app's
+    # own) is one Schedule reaching the cluster twice, identical: nothing is replaced.
     twins = [s for s in context.catalogue.schedules
-             if s is not schedule and s.name == schedule.name and s.namespace == schedule.namespace]
+             if s is not schedule and s.name == schedule.name and s.namespace == schedule.namespace
+             and source(s) != source(schedule)]
     if not twins:
         return []
     where = ", ".join(str(t.location()) for t in twins)

@@ -260,6 +260,33 @@ def fs_backup_plan(template: Mapping[str, Any], server: VeleroServer, pod: Mappi
     return plans
 
 
+# The disks a cloud provider's volume snapshotter can snapshot (velero-plugin-for-aws/gcp/azure
+# GetVolumeID returns "" for any other PV, and Velero skips it): their in-tree and CSI provisioners.
+CLOUD_DISK_PROVISIONERS = {
+    "aws": ("kubernetes.io/aws-ebs", "ebs.csi.aws.com"),
+    "gcp": ("kubernetes.io/gce-pd", "pd.csi.storage.gke.io"),
+    "azure": ("kubernetes.io/azure-disk", "disk.csi.azure.com"),
+}
+
+
+def plugin_snapshot_misses(providers: Sequence[str], *, storage_class: str | None,
+                           provisioner: str | None) -> str | None:
+    """Why the VolumeSnapshotLocations' plugins take no snapshot of a claim of `storage_class`
+    (provisioned by `provisioner`, None when the repo does not show it), or None when they may: only
+    where every provider is a cloud one whose snapshotter reads only its own disks."""
+    names = [provider.rsplit("/", 1)[-1] for provider in providers]
+    if not names or any(name not in CLOUD_DISK_PROVISIONERS for name in names):
+        return None
+    disks = {d for name in names for d in CLOUD_DISK_PROVISIONERS[name]}
+    if provisioner in disks:
+        return None
+    what = (f"StorageClass {storage_class} is provisioned by {provisioner}" if provisioner else
+            f"nothing in the repo shows StorageClass {storage_class or '(the default)'} to be one")
+    return (f"no snapshot takes the data: the {', '.join(names)} plugin's VolumeSnapshotLocation snapshots only "
+            f"{' or '.join(sorted(disks))} volumes (GetVolumeID skips any other PV), and {what}; fs-backup is "
+            "off (defaultVolumesToFsBackup is off and the pod does not opt in)")
+
+
 def ambiguous_snapshot_providers(locations: Sequence[tuple[str, str]], defaults: Iterable[str]) -> list[str]:
     """Providers with more than one VolumeSnapshotLocation and no default for them: Velero fails
     every backup that snapshots and names none ("more than one possible volume snapshot location")."""

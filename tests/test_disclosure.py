@@ -32,6 +32,8 @@ def test_a_drill_discloses_its_own_files_stand_ins_and_those_of_no_app(example_r
     assert not any(n.startswith(f"{IMMICH_PV}: ") for n in for_pelican)
     assert not any(n.startswith("kubernetes/apps/pricebuddy/") for n in for_pelican)
     assert any("not a git checkout" in n for n in for_pelican)  # belongs to no app: every drill says it
+    unapplied = "talos/secret.sops.yaml: Secret talos: SOPS-encrypted, generated values"
+    assert unapplied not in app_standins([*notes, unapplied], catalogue=catalogue, kustomizations=pelican)
     for_immich = app_standins(notes, catalogue=catalogue, kustomizations=immich)
     assert any(n.startswith(f"{IMMICH_PV}: ") for n in for_immich)
     assert not any(n.startswith(f"{PELICAN_SECRET}: ") for n in for_immich)

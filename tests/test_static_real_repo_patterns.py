@@ -418,3 +418,43 @@ spec:
   accessModes: [ReadWriteOnce]
   resources: {requests: {storage: 1Gi}}
 """
+
+
+def test_one_schedule_applied_by_two_kustomizations_is_not_two_schedules(tmp_path: Path) -> None:
+    # j0sh3rs/home-ops: kubernetes/apps has no kustomization.yaml, so cluster-apps applies every folder
+    # that has one (fluxcd/pkg generateKustomization), velero/app included, which velero's own applies too.
+    repo = RepoCopy(tmp_path)
+    repo.write("kubernetes/flux/cluster/apps.yaml", FLUX_KS.format(name="cluster-apps", path="./kubernetes/apps")
+               .replace("  targetNamespace: web\n", ""))
+    repo.write("kubernetes/apps/velero/ks.yaml", FLUX_KS.format(name="velero", path="./kubernetes/apps/velero/app")
+               .replace("targetNamespace: web", "targetNamespace: velero"))
+    repo.write("kubernetes/apps/velero/app/kustomization.yaml", "resources: [./schedule.yaml]\n")
+    schedule = ("apiVersion: velero.io/v1\nkind: Schedule\nmetadata: {name: daily-backup, namespace: velero}\n"
+                "spec: {schedule: '0 2 * * *', template: {ttl: 720h, includedNamespaces: ['*']}}\n")
+    repo.write("kubernetes/apps/velero/app/schedule.yaml", schedule)
+    assert len([s for s in repo.catalogue().schedules if s.name == "daily-backup"]) == 2
+    assert repo.findings("schedule-unique-name") == []
+    repo.write("kubernetes/apps/velero/app/other.yaml", schedule)  # a second document of the same name
+    repo.write("kubernetes/apps/velero/app/kustomization.yaml", "resources: [./schedule.yaml, ./other.yaml]\n")
+    assert repo.findings("schedule-unique-name")
+
+
+def test_an_aws_snapshot_location_snapshots_only_ebs_volumes(example_repo: RepoCopy) -> None:
+    # skogstorpet/hemma-kluster: velero chart 3.x, configuration.provider aws, a VSL without its own
+    # provider (the chart gives it configuration.provider), longhorn claims, fs-backup off.
+    example_repo.replace(VELERO_RELEASE, "      volumeSnapshotLocation: []\n",
+                         "      provider: aws\n      volumeSnapshotLocation:\n        name: aws\n"
+                         "        config: {region: eu-west-1}\n")
+    example_repo.replace(VELERO_RELEASE, "    snapshotsEnabled: false\n", "    snapshotsEnabled: true\n")
+    assert ("aws", "aws") in example_repo.catalogue().velero_defaults.snapshot_locations
+    example_repo.replace(PELICAN_SCHEDULE, "defaultVolumesToFsBackup: true", "defaultVolumesToFsBackup: false")
+    (finding,) = [f for f in example_repo.findings("schedule-fs-backup") if "pelican" in f.subject]
+    assert "snapshots only ebs.csi.aws.com or kubernetes.io/aws-ebs volumes" in finding.problem, finding.problem
+    # A claim of a StorageClass the repo shows to be EBS is snapshotted.
+    example_repo.write(f"{PELICAN_APP}/sc.yaml", "apiVersion: storage.k8s.io/v1\nkind: StorageClass\n"
+                       "metadata: {name: gp3}\nprovisioner: ebs.csi.aws.com\n")
+    example_repo.replace(f"{PELICAN_APP}/kustomization.yaml", "  - ./pvc.yaml\n", "  - ./pvc.yaml\n  - ./sc.yaml\n")
+    pvc = example_repo.path(f"{PELICAN_APP}/pvc.yaml").read_text()
+    assert "  storageClassName:" not in pvc  # both claims of the default class
+    example_repo.write(f"{PELICAN_APP}/pvc.yaml", pvc.replace("spec:\n", "spec:\n  storageClassName: gp3\n"))
+    assert [f for f in example_repo.findings("schedule-fs-backup") if "pelican" in f.subject] == []

@@ -4,8 +4,9 @@ The repo is published once per session with every stand-in it needs (each Extern
 file of every app stood in, every app's Kustomization as applied), and one app's drill deploys only
 that app's Kustomizations. Its report lists the stand-ins that can touch what it deployed: those of
 the files its Kustomizations apply, of those Kustomizations and of what they depend on, and every
-stand-in that belongs to no app (the platform's, a shared folder's, a cluster-wide Secret's). Only a
-stand-in that names another app's file or object, and none of this app's, is left out.
+stand-in that belongs to no app (the platform's, a shared folder's, a cluster-wide Secret's). Left
+out: a stand-in that names another app's file or object and none of this app's, and one of a file
+no Flux Kustomization applies (an example, a Talos secret).
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def app_standins(notes: Iterable[str], *, catalogue: Catalogue,
 
     def concerns_app(note: str) -> bool:
         if found := _FILE_NOTE.match(note):
-            owners = file_owners.get(Path(found["path"]))
+            path = Path(found["path"])
+            if path not in catalogue.deployed_files:
+                return False  # no Flux Kustomization applies the file: it reaches no cluster
+            owners = file_owners.get(path)
             return not owners or bool(owners & needed)
         if found := _OBJECT_NOTE.match(note):
             if found["kind"] == "Kustomization":
