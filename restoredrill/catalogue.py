@@ -484,6 +484,7 @@ class _Builder:
     def _catalogue(self, manifests: list[Manifest], flux: list[FluxKustomization], apps_path: PurePosixPath, *,
                    applied_files: frozenset[Path], unapplied: tuple[Path, ...], stray_schedules: list[Manifest],
                    entry_points: tuple[str, ...]) -> Catalogue:
+        legacy = _legacy_common_sources(manifests)
         return Catalogue(
             root=self.root,
             manifests=tuple(manifests),
@@ -496,8 +497,8 @@ class _Builder:
             schedules=tuple(_schedules(manifests)),
             storage_locations=tuple(_storage_locations(manifests)),
             velero_defaults=_velero_defaults(manifests),
-            workloads=tuple(w for m in manifests for w in _workloads(m, legacy=_legacy_common_sources(manifests))),
-            volume_claims=tuple(_volume_claims(manifests, legacy=_legacy_common_sources(manifests))),
+            workloads=tuple(w for m in manifests for w in _workloads(m, legacy=legacy)),
+            volume_claims=tuple(_volume_claims(manifests, legacy=legacy)),
             cnpg_clusters=tuple(CnpgCluster(m) for m in manifests if m.group == CNPG_GROUP and m.kind == "Cluster"),
             unapplied_files=unapplied,
             unreferenced_schedules=tuple(_schedules(stray_schedules)),
