@@ -34,6 +34,7 @@ import hashlib
 import io
 import json
 import posixpath
+import re
 import tarfile
 import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -234,6 +235,10 @@ def chart_render_binary(*, out: Callable[[str], None] = print) -> Path:
     return go_program_binary(sources, name="chart-render", binary="chart-render")
 
 
+# Helm's schema loader failing on a remote $ref (helm v3.19 chartutil/jsonschema.go HTTPURLLoader).
+REMOTE_SCHEMA = re.compile(r'failing loading "(https?://[^"]+)"')
+
+
 def binary_renderer(binary: Path | Callable[[], Path]) -> Renderer:
     """Render with the chart-render program; given a callable, the program is built on first use."""
     def render(request: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -241,10 +246,17 @@ def binary_renderer(binary: Path | Callable[[], Path]) -> Renderer:
         try:
             stdout = run([str(program)], input=json.dumps(request), timeout=timeout("image_build"))
         except CommandError as error:
+            output = error.output.strip()
+            remedy = ("fix the HelmRelease's values (or the chart) so `helm template` renders them, or leave the "
+                      "chart out of --charts-dir")
+            remote = REMOTE_SCHEMA.search(output)
+            if remote:
+                remedy = (f"the chart's values.schema.json loads {remote.group(1)} from the internet and no file "
+                          "of the chart at the version it names holds it: vendor that chart version in the "
+                          "chart's charts/ folder, or set spec.install.disableSchemaValidation (and "
+                          "spec.upgrade's) on the HelmRelease")
             raise ConfigError(f"the chart {Path(str(request['chart'])).name} does not render for release "
-                              f"{request['namespace']}/{request['name']}: {error.output.strip()}",
-                              remedy="fix the HelmRelease's values (or the chart) so `helm template` renders "
-                              "them, or leave the chart out of --charts-dir") from None
+                              f"{request['namespace']}/{request['name']}: {output}", remedy=remedy) from None
         parsed: Mapping[str, Any] = json.loads(stdout)
         return parsed
     return render

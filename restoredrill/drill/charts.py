@@ -20,6 +20,7 @@ when there is one. Every such change is disclosed.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import hashlib
 import io
@@ -33,6 +34,7 @@ from typing import Any
 
 import yaml
 
+from restoredrill.drill.chartschema import bundle_schemas
 from restoredrill.errors import ConfigError
 
 SOURCE_GROUP = "source.toolkit.fluxcd.io"
@@ -61,6 +63,8 @@ class ChartPackage:
     path: Path
     metadata: Mapping[str, Any]  # its Chart.yaml
     data: bytes
+    # What the drill changed in it to serve it offline (restoredrill.drill.chartschema), disclosed.
+    notes: tuple[str, ...] = ()
 
     @property
     def digest(self) -> str:
@@ -91,8 +95,17 @@ def read_chart_package(path: Path) -> ChartPackage:
         raise ConfigError(f"{path}: its Chart.yaml is not YAML ({error})", remedy=remedy) from None
     if not isinstance(metadata, dict) or not metadata.get("name") or not metadata.get("version"):
         raise ConfigError(f"{path}: its Chart.yaml has no name or no version", remedy=remedy)
-    return ChartPackage(name=str(metadata["name"]), version=str(metadata["version"]), path=path,
-                        metadata=metadata, data=data)
+    return _offline(ChartPackage(name=str(metadata["name"]), version=str(metadata["version"]), path=path,
+                                 metadata=metadata, data=data))
+
+
+def _offline(package: ChartPackage) -> ChartPackage:
+    """The package with its values schemas' remote refs served from its own files (disclosed)."""
+    bundled = bundle_schemas(package.data)
+    note = bundled.note(f"{package.name} {package.version}")
+    if note is None:
+        return package
+    return dataclasses.replace(package, data=bundled.data, notes=(*package.notes, note))
 
 
 def package_chart(folder: Path) -> bytes:
@@ -120,8 +133,8 @@ def read_chart_folder(folder: Path) -> ChartPackage:
     if metadata["name"] != folder.name:
         raise ConfigError(f"{folder}: the chart's Chart.yaml names it {metadata['name']!r}, not its folder's name",
                           remedy=f"rename the folder to {metadata['name']} (helm package requires it)")
-    return ChartPackage(name=str(metadata["name"]), version=str(metadata["version"]), path=folder,
-                        metadata=metadata, data=package_chart(folder))
+    return _offline(ChartPackage(name=str(metadata["name"]), version=str(metadata["version"]), path=folder,
+                                 metadata=metadata, data=package_chart(folder)))
 
 
 def read_charts_dir(folder: Path) -> list[ChartPackage]:

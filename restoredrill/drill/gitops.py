@@ -353,7 +353,8 @@ class GitOpsDeployment:
                                 "untar", CHART_SERVER_ROOT], input=chart_layout_tar(self.chart_packages),
                                timeout=self.ctx.timeout("command"))
         self._disclose([f"Helm charts served in the drill cluster from --charts-dir {self.charts_dir}: " + ", ".join(
-            f"{p.name} {p.version}" for p in self.chart_packages), *self.rendered])
+            f"{p.name} {p.version}" for p in self.chart_packages), *(n for p in self.chart_packages for n in p.notes),
+            *self.rendered])
 
     def prepare_charts(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Before the app's Kustomizations apply: its HelmReleases' charts must be servable (else a
