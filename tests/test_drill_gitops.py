@@ -119,6 +119,18 @@ def test_cnpg_clusters_get_the_drill_clusters_postgresql_and_say_so(example_repo
     assert cluster["spec"]["imageName"] == "local:15"
 
 
+def test_an_nfs_volume_named_by_flux_variables_gets_a_folder_of_its_own(tmp_path: Path) -> None:
+    # cypr0/k8s-cluster's paperless: `server: ${SECRET_NAS_SERVER}`, substituted in the cluster
+    pv = nfs_pv(server="${SECRET_NAS_SERVER}", path="/mnt/hdd/shr/pls")
+    (note,) = rewrite_nfs_volumes([pv], root=tmp_path)
+    assert pv["spec"]["hostPath"]["path"] == str(tmp_path / "var-secret-nas-server" / "mnt" / "hdd" / "shr" / "pls")
+    assert "${SECRET_NAS_SERVER}:/mnt/hdd/shr/pls" in note
+    assert "${" not in pv["spec"]["hostPath"]["path"]  # nothing left for Flux to substitute
+    assert nfs_host_path("nas", "${NFS_ROOT:=/srv}/media", root=tmp_path) == tmp_path / "nas" / "var-nfs-root" / "media"
+    with pytest.raises(ConfigError):
+        nfs_host_path("${NAS}", "/data/${SUB}/../../..", root=tmp_path)
+
+
 @pytest.mark.parametrize(("server", "path", "field"), [
     ("..", "/etc", "spec.nfs.server"),
     ("/", "/root/.ssh", "spec.nfs.server"),

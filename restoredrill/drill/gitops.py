@@ -96,6 +96,14 @@ _NFS_SERVER = re.compile(r"^(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\
                          r"[A-Za-z0-9])?)*|\[?[0-9A-Fa-f:.]+\]?)$")
 
 
+# `${NAME}`, `${NAME:=default}` and the like, as Flux's post-build substitution reads them.
+_FLUX_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)[^}]*\}")
+
+
+def _variable_folder(match: re.Match[str]) -> str:
+    return "var-" + match.group(1).lower().replace("_", "-")
+
+
 def nfs_host_path(server: str, path: str, *, root: Path | None = None, source: str = "a PersistentVolume") -> Path:
     """The host folder standing in for `server:path`, always inside `root`.
 
@@ -105,6 +113,10 @@ def nfs_host_path(server: str, path: str, *, root: Path | None = None, source: s
     root = (root or nfs_root())
     remedy = ("an NFS PersistentVolume needs spec.nfs.server (a host name or address) and spec.nfs.path "
               "(an absolute export path without '..')")
+    # A Flux variable (`${SECRET_NAS_SERVER}`, substituted in the cluster) names its own folder: the
+    # stand-in serves the data wherever the real export is, so its value does not matter here.
+    server, path = _FLUX_VARIABLE.sub(_variable_folder, server), _FLUX_VARIABLE.sub(
+        _variable_folder, "/" + path if path.startswith("${") else path)
     if not _NFS_SERVER.match(server) or server in (".", ".."):
         raise ConfigError(f"{source}: spec.nfs.server {server!r} is not a host name or address", remedy=remedy)
     parts = PurePosixPath(path).parts
