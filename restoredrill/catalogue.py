@@ -200,6 +200,10 @@ class VolumeClaim:
     origin: str
     manifest: Manifest
     volume_name: str | None = None
+    # The labels the PVC object carries in the cluster; None where the repo does not tell (a chart's
+    # claims known from values only). An operator's own labels (cnpg.io/...) are not listed.
+    labels: Mapping[str, str] | None = None
+    unknown_label_prefix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -1169,7 +1173,7 @@ def _volume_claims(manifests: Iterable[Manifest], *,
             yield VolumeClaim(
                 name=m.name, namespace=m.namespace, storage_class=m.get("spec", "storageClassName"),
                 size=_as_str(m.get("spec", "resources", "requests", "storage")), origin="PersistentVolumeClaim",
-                manifest=m, volume_name=m.get("spec", "volumeName"))
+                manifest=m, volume_name=m.get("spec", "volumeName"), labels=_labels(m.get("metadata", "labels")))
         elif m.group == "apps" and m.kind == "StatefulSet":
             for template in m.get("spec", "volumeClaimTemplates") or []:
                 if isinstance(template, dict):
@@ -1177,11 +1181,17 @@ def _volume_claims(manifests: Iterable[Manifest], *,
                         name=f"{dig(template, ('metadata', 'name'))}-{m.name}", namespace=m.namespace,
                         storage_class=dig(template, ("spec", "storageClassName")),
                         size=_as_str(dig(template, ("spec", "resources", "requests", "storage"))),
-                        origin="StatefulSet volumeClaimTemplate", manifest=m)
+                        origin="StatefulSet volumeClaimTemplate", manifest=m, labels={
+                            # the StatefulSet controller adds its selector's labels (getPersistentVolumeClaims)
+                            **_labels(dig(template, ("metadata", "labels"))),
+                            **_labels(m.get("spec", "selector", "matchLabels"))})
         elif m.group == CNPG_GROUP and m.kind == "Cluster":
             yield VolumeClaim(
                 name=m.name, namespace=m.namespace, storage_class=m.get("spec", "storage", "storageClass"),
-                size=_as_str(m.get("spec", "storage", "size")), origin="CNPG Cluster storage", manifest=m)
+                size=_as_str(m.get("spec", "storage", "size")), origin="CNPG Cluster storage", manifest=m,
+                # the operator's labels, and spec.inheritedMetadata's (CNPG pkg/specs/pvcs.go)
+                labels={"cnpg.io/cluster": m.name, **_labels(m.get("spec", "inheritedMetadata", "labels"))},
+                unknown_label_prefix="cnpg.io/")
         elif m.group == HELM_GROUP and m.kind == "HelmRelease":
             yield from _helm_app_template_claims(m, legacy=legacy)
 
@@ -1201,6 +1211,10 @@ def _helm_app_template_claims(m: Manifest, *,
         yield VolumeClaim(name=claim, namespace=m.get("spec", "targetNamespace") or m.namespace,
                           storage_class=item.get("storageClass"), size=_as_str(item.get("size")),
                           origin="HelmRelease persistence values", manifest=m)
+
+
+def _labels(value: Any) -> dict[str, str]:
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
 
 def _as_str(value: Any) -> str | None:

@@ -43,6 +43,7 @@ from restoredrill.velero_semantics import (
     loses_cluster_resources,
     plugin_snapshot_misses,
     runs_database_server,
+    takes_claim,
     volume_coverage,
 )
 
@@ -421,15 +422,26 @@ def _exempt(claim: VolumeClaim, context: RuleContext) -> bool:
 def namespace_covered(subject: Subject, context: RuleContext) -> list[Finding]:
     namespace: str = subject.value
     catalogue = context.catalogue
-    if any(includes_namespace(schedule.template, namespace) for schedule in _active_schedules(catalogue)):
-        return []
+    schedules = _active_schedules(catalogue)
     claims = [c for c in catalogue.volume_claims if c.namespace == namespace and c.manifest.deployed_by
+              and not any(_takes(s, c, catalogue) for s in schedules)
               and not _exempt(c, context) and _other_backup(c, catalogue) is None]
     if not claims:
         return []
     first = claims[0]
     what = ", ".join(f"{c.origin} {c.name}" for c in claims[:4]) + (f" and {len(claims) - 4} more"
                                                                    if len(claims) > 4 else "")
+    filtered = [s for s in schedules if includes_namespace(s.template, namespace)]
+    if filtered:
+        return [_finding(
+            "namespace-covered", first.manifest, first.manifest.location(), f"namespace {namespace}",
+            f"holds persistent data ({what}) that {', '.join(s.ref for s in filtered)} leaves out: the Schedule "
+            "includes the namespace, but its includedResources/excludedResources or labelSelector do not take "
+            "these claims (nor a pod that mounts them), and no other backup the repo shows covers them",
+            "add persistentvolumeclaims (and pods, for fs-backup) to the Schedule's includedResources and give "
+            "the claims the labels its labelSelector selects, or add a Schedule for them, or exempt "
+            + ", ".join(f"apps.{name}.backup_required: false" for name in dict.fromkeys(
+                (_exemption_names(c, catalogue) or [namespace])[0] for c in claims)) + " with a reason")]
     schedules_dir = next((s.manifest.path.parent for s in catalogue.schedules if not s.from_helm_values), None)
     where = f" in {schedules_dir}" if schedules_dir else ""
     owners = list(dict.fromkeys((_exemption_names(c, catalogue) or [namespace])[0] for c in claims))
@@ -500,7 +512,16 @@ def schedule_ttl(schedule: Schedule, context: RuleContext) -> list[Finding]:
 
 def _claims_of(schedule: Schedule, catalogue: Catalogue) -> list[VolumeClaim]:
     return [c for c in catalogue.volume_claims if c.manifest.deployed_by is not None
-            and includes_namespace(schedule.template, c.namespace) and _other_backup(c, catalogue) is None]
+            and _takes(schedule, c, catalogue) and _other_backup(c, catalogue) is None]
+
+
+def _takes(schedule: Schedule, claim: VolumeClaim, catalogue: Catalogue) -> bool:
+    """Whether the Schedule's backups take the claim (velero_semantics.takes_claim), with the labels of
+    the pods that mount it (unknown for a HelmRelease known from its values only)."""
+    pods = [None if w.manifest.kind == "HelmRelease" else w.pod_labels for w in catalogue.workloads
+            if w.namespace == claim.namespace and _volumes_of_claim(w, claim)]
+    return takes_claim(schedule.template, namespace=claim.namespace, labels=claim.labels, pod_labels=pods,
+                       unknown_prefix=claim.unknown_label_prefix)
 
 
 def _claim_coverage(claim: VolumeClaim, schedule: Schedule, catalogue: Catalogue) -> Coverage:

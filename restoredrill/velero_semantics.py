@@ -17,6 +17,11 @@ static rules and the drill both call, so the two never disagree.
 - Cluster resources: `includeClusterResources` unset takes the cluster-scoped items that belong to
   included namespaced items (a PVC's PV), or every one for an all-namespace backup; only an explicit
   `false` leaves the PVs out.
+- Claims: a PVC is taken when its namespace and the PVC resource are (`includedResources` /
+  `excludedResources`, or the newer `included/excludedNamespaceScopedResources`; `*` is every
+  resource) and its labels match `labelSelector` or one of `orLabelSelectors`, or when a pod the
+  backup takes mounts it: the pod's backup adds its claims as additional items, which the label
+  selector does not filter (pkg/backup/actions/pod_action.go, item_backupper itemInclusionChecks).
 - Volume data: fs-backup (the node-agent) for every pod volume when defaultVolumesToFsBackup (or the
   deprecated defaultVolumesToRestic) is on, minus `backup.velero.io/backup-volumes-excludes`; else
   only the volumes the pod's `backup.velero.io/backup-volumes` annotation names. A volume not taken
@@ -71,6 +76,63 @@ def selector_matches(selector: Any, labels: Mapping[str, str]) -> bool:
         if operator == "DoesNotExist" and present:
             return False
     return True
+
+
+PVC_RESOURCE = ("persistentvolumeclaims", "persistentvolumeclaim", "pvc")
+POD_RESOURCE = ("pods", "pod", "po")
+
+
+def _resource_listed(listed: Iterable[Any], names: Sequence[str]) -> bool:
+    """Whether a resource list names the resource (its plural, singular or short name, bare or with
+    its group suffix; `*` names every resource), as Velero's discovery resolves each entry."""
+    for entry in (str(e).lower() for e in listed):
+        if entry == "*" or entry in names or any(entry.startswith(f"{n}.") for n in names):
+            return True
+    return False
+
+
+def includes_resource(template: Mapping[str, Any], names: Sequence[str]) -> bool:
+    """Whether a backup template takes a namespaced resource: `includedResources` empty or naming it
+    and `excludedResources` not naming it, or the newer `included/excludedNamespaceScopedResources`
+    (Velero validates that a backup uses one style; pkg/util/collections GetResourceIncludesExcludes)."""
+    newer = template.get("includedNamespaceScopedResources"), template.get("excludedNamespaceScopedResources")
+    included, excluded = (newer if any(newer) else (template.get("includedResources"),
+                                                    template.get("excludedResources")))
+    return (not included or _resource_listed(included, names)) and not _resource_listed(excluded or [], names)
+
+
+def _selector_keys(selector: Mapping[str, Any]) -> set[str]:
+    return {str(k) for k in selector.get("matchLabels") or {}} | {
+        str(e.get("key")) for e in selector.get("matchExpressions") or [] if isinstance(e, dict)}
+
+
+def selects_labels(template: Mapping[str, Any], labels: Mapping[str, str] | None, *,
+                   unknown_prefix: str | None = None) -> bool:
+    """Whether a backup template's `labelSelector` (or any of its `orLabelSelectors`) selects an
+    object with these labels. None means the labels are not known here, and so does a selector on a
+    key under `unknown_prefix` the labels lack (an operator's own labels): both are taken to match."""
+    selectors = [s for s in [template.get("labelSelector"), *(template.get("orLabelSelectors") or [])]
+                 if isinstance(s, dict) and (s.get("matchLabels") or s.get("matchExpressions"))]
+    if not selectors or labels is None:
+        return True
+    if unknown_prefix and any(k.startswith(unknown_prefix) and k not in labels
+                              for s in selectors for k in _selector_keys(s)):
+        return True
+    return any(selector_matches(s, labels) for s in selectors)
+
+
+def takes_claim(template: Mapping[str, Any], *, namespace: str | None, labels: Mapping[str, str] | None,
+                pod_labels: Iterable[Mapping[str, str] | None] = (), unknown_prefix: str | None = None) -> bool:
+    """Whether a backup template takes a PersistentVolumeClaim: its namespace and the PVC resource
+    included, and either the claim's labels selected or a pod that mounts it taken, since the pod's
+    backup adds its claims as additional items, which the label selector does not filter
+    (pkg/backup/actions/pod_action.go; item_backupper.go checks only namespaces and resources)."""
+    if not includes_namespace(template, namespace) or not includes_resource(template, PVC_RESOURCE):
+        return False
+    if selects_labels(template, labels, unknown_prefix=unknown_prefix):
+        return True
+    return includes_resource(template, POD_RESOURCE) and any(
+        selects_labels(template, p, unknown_prefix=unknown_prefix) for p in pod_labels)
 
 
 def hook_selects(resource: Mapping[str, Any], *, namespace: str | None, labels: Mapping[str, str]) -> bool:

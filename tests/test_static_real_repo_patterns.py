@@ -10,9 +10,11 @@ from restoredrill.config import build_config
 from restoredrill.errors import ConfigError
 from restoredrill.rules import Finding
 from restoredrill.velero_semantics import (
+    PVC_RESOURCE,
     VeleroServer,
     default_storage_location,
     hook_selects,
+    includes_resource,
     runs_database_server,
     volume_coverage,
 )
@@ -458,3 +460,57 @@ def test_an_aws_snapshot_location_snapshots_only_ebs_volumes(example_repo: RepoC
     assert "  storageClassName:" not in pvc  # both claims of the default class
     example_repo.write(f"{PELICAN_APP}/pvc.yaml", pvc.replace("spec:\n", "spec:\n  storageClassName: gp3\n"))
     assert [f for f in example_repo.findings("schedule-fs-backup") if "pelican" in f.subject] == []
+
+
+# -- 7. what a Schedule's filters take ----------------------------------------------------------
+
+IMMICH_SCHEDULE = f"{VELERO_APP}/schedules/immich-schedule.yaml"
+IMMICH_CLUSTER = "kubernetes/apps/immich/immich/app/cluster.yaml"
+
+
+def test_a_schedule_that_filters_claims_out_leaves_their_namespace_uncovered(example_repo: RepoCopy) -> None:
+    # rafal11ck/home-ops: includedResources [persistentvolumeclaims] and a labelSelector that only the
+    # library claim carries; the CNPG Cluster's claims and the others are never backed up.
+    example_repo.replace(IMMICH_SCHEDULE, "    includedResources:\n      - '*'\n",
+                         "    includedResources:\n      - persistentvolumeclaims\n"
+                         "    labelSelector:\n      matchLabels:\n        backup: immich-library\n")
+    (finding,) = errors(example_repo.findings("namespace-covered"))
+    assert finding.subject == "namespace immich"
+    assert "Schedule velero/immich-daily leaves out" in finding.render()
+    assert "CNPG Cluster storage immich-postgres" in finding.render()
+    assert "PersistentVolumeClaim immich-data" in finding.render()
+
+
+def test_a_pod_the_schedule_selects_brings_its_claims_but_a_cnpg_cluster_needs_inherited_labels(
+        example_repo: RepoCopy) -> None:
+    # The Deployment's pods carry app.kubernetes.io/name: immich, so their claims come as the pod's
+    # additional items; CNPG's pods and claims carry only cnpg.io/ labels and spec.inheritedMetadata's.
+    example_repo.replace(IMMICH_SCHEDULE, "    includedResources:\n      - '*'\n",
+                         "    labelSelector:\n      matchLabels:\n        app.kubernetes.io/name: immich\n")
+    (finding,) = errors(example_repo.findings("namespace-covered"))
+    assert "CNPG Cluster storage immich-postgres" in finding.render()
+    assert "immich-data" not in finding.render()
+    example_repo.replace(IMMICH_CLUSTER, "spec:\n",
+                         "spec:\n  inheritedMetadata:\n    labels:\n      app.kubernetes.io/name: immich\n", count=1)
+    assert errors(example_repo.findings("namespace-covered")) == []
+
+
+def test_a_selector_on_the_operators_own_labels_is_taken_to_match(example_repo: RepoCopy) -> None:
+    example_repo.replace(IMMICH_SCHEDULE, "    includedResources:\n      - '*'\n",
+                         "    orLabelSelectors:\n      - matchLabels: {app.kubernetes.io/name: immich}\n"
+                         "      - matchExpressions: [{key: cnpg.io/instanceRole, operator: In, values: [primary]}]\n")
+    assert errors(example_repo.findings("namespace-covered")) == []
+
+
+@pytest.mark.parametrize(("template", "taken"), [
+    ({}, True),
+    ({"includedResources": ["*"]}, True),
+    ({"includedResources": ["pvc"]}, True),
+    ({"includedResources": ["persistentvolumeclaims.v1"]}, True),
+    ({"includedResources": ["deployments", "pods"]}, False),
+    ({"excludedResources": ["persistentvolumeclaims"]}, False),
+    ({"includedNamespaceScopedResources": ["persistentvolumeclaims"], "includedResources": ["pods"]}, True),
+    ({"excludedNamespaceScopedResources": ["pvc"]}, False),
+])
+def test_which_resource_lists_take_a_claim(template: dict[str, list[str]], taken: bool) -> None:
+    assert includes_resource(template, PVC_RESOURCE) is taken
