@@ -282,6 +282,7 @@ class VeleroServerDefaults:
     # (name, provider) of every VolumeSnapshotLocation, and --default-volume-snapshot-locations.
     snapshot_locations: tuple[tuple[str, str], ...] = ()
     default_snapshot_locations: tuple[str, ...] = ()
+    image_tag: str | None = None  # the release's image.tag (the chart's appVersion when unset)
 
     def server(self) -> VeleroServer:
         """The settings velero_semantics decides volume coverage by."""
@@ -1297,6 +1298,7 @@ def _velero_defaults(manifests: Iterable[Manifest]) -> VeleroServerDefaults:
                 snapshots_enabled=values.get("snapshotsEnabled", True) is not False,
                 snapshot_locations=tuple(locations),
                 default_snapshot_locations=tuple(str(d).strip() for d in defaults_vsl if str(d).strip()),
+                image_tag=_as_str(dig(values, ("image", "tag"))) if isinstance(values, dict) else None,
             )
     return VeleroServerDefaults(snapshot_locations=tuple(locations))
 

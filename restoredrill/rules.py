@@ -41,6 +41,7 @@ from restoredrill.velero_semantics import (
     hook_selects,
     includes_namespace,
     loses_cluster_resources,
+    namespace_pattern,
     plugin_snapshot_misses,
     runs_database_server,
     takes_claim,
@@ -646,7 +647,18 @@ def schedule_namespaces_exist(schedule: Schedule, context: RuleContext) -> list[
     findings = []
     for index, namespace in enumerate(schedule.template.get("includedNamespaces") or []):
         namespace = str(namespace)
-        if namespace == "*" or "*" in namespace or namespace in known:
+        if namespace_pattern(namespace) and not _velero_at_least(context.catalogue, (1, 18)):
+            tag = context.catalogue.velero_defaults.image_tag
+            findings.append(_schedule_finding(
+                "schedule-namespaces-exist", schedule, ("template", "includedNamespaces", index),  # type: ignore[arg-type]
+                f"includedNamespaces entry {namespace!r} is a pattern, and Velero before 1.18 "
+                f"({'this repo runs ' + tag if tag else 'the version restoredrill models, 1.16'}) takes it as a "
+                "namespace name: the backup looks for a namespace literally named so, logs an error and takes "
+                "nothing from it (patterns work only in excludedNamespaces there; velero #1874)",
+                "list the namespaces by name, or use includedNamespaces: ['*'] with excludedNamespaces patterns "
+                "for the rest, or upgrade Velero to 1.18 or later"))
+            continue
+        if namespace == "*" or namespace_pattern(namespace) or namespace in known:
             continue
         close = difflib.get_close_matches(namespace, sorted(known), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
@@ -655,6 +667,12 @@ def schedule_namespaces_exist(schedule: Schedule, context: RuleContext) -> list[
             f"includedNamespaces names {namespace!r}, which the repo never creates{hint}: the backup would be empty",
             "correct the namespace name, or remove the Schedule if the app is gone"))
     return findings
+
+
+def _velero_at_least(catalogue: Catalogue, version: tuple[int, int]) -> bool:
+    """Whether the repo's Velero release names an image tag of this version or later."""
+    match = re.match(r"v?(\d+)\.(\d+)", catalogue.velero_defaults.image_tag or "")
+    return match is not None and (int(match.group(1)), int(match.group(2))) >= version
 
 
 @_schedule_rule("schedule-unique-name", "Schedule names are unique")

@@ -2,7 +2,12 @@
 static rules and the drill both call, so the two never disagree.
 
 - Namespaces: `includedNamespaces` empty or `*` means every namespace; `excludedNamespaces` wins
-  (pkg/util/collections IncludesExcludes).
+  and its entries are glob patterns (`kube-*`; gobwas/glob: `*`, `?`, `[a-z]`, `[!a]`, `{a,b}`).
+  A backup lists its included namespaces by name, so before Velero 1.18 a pattern other than `*`
+  in `includedNamespaces` takes nothing (the backup looks for a namespace literally named `apps-*`
+  and logs an error; pkg/backup/item_collector.go getNamespacesToList, velero #1874). A hook
+  resource's namespaces go through the same IncludesExcludes without listing, so there both lists
+  are patterns (pkg/util/collections IncludesExcludes.ShouldInclude).
 - Hooks: a hook resource runs in a pod when the pod's namespace passes the resource's
   included/excludedNamespaces and its labels match `labelSelector` (matchLabels and
   matchExpressions, as metav1.LabelSelectorAsSelector reads them). A pod's own hook annotations
@@ -42,11 +47,67 @@ INCLUDES_ANNOTATION = "backup.velero.io/backup-volumes"
 EXCLUDES_ANNOTATION = "backup.velero.io/backup-volumes-excludes"
 
 
-def includes_namespace(spec: Mapping[str, Any], namespace: str | None) -> bool:
-    """Whether a backup template (or a hook resource) with these namespace lists takes `namespace`."""
+def _glob(pattern: str) -> re.Pattern[str] | None:
+    """A gobwas/glob pattern with no separators, as Velero compiles each namespace entry: `*` any
+    run, `?` one character, `[abc]`/`[a-z]`/`[!a]` a class, `{a,b}` alternatives, `\\` escapes.
+    None where gobwas would refuse it (Velero then matches nothing for that entry)."""
+    out, depth, i = [], 0, 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern):
+            out.append(re.escape(pattern[i + 1]))
+            i += 1
+        elif c == "*":
+            out.append(".*")
+        elif c == "?":
+            out.append(".")
+        elif c == "[":
+            end = pattern.find("]", i + 1)
+            if end < 0 or end == i + 1:
+                return None
+            body = pattern[i + 1:end]
+            negate = body.startswith("!")
+            body = body[1:] if negate else body
+            out.append(f"[{'^' if negate else ''}{re.escape(body).replace(chr(92) + '-', '-')}]")
+            i = end
+        elif c == "{":
+            out.append("(?:")
+            depth += 1
+        elif c == "}" and depth:
+            out.append(")")
+            depth -= 1
+        elif c == "," and depth:
+            out.append("|")
+        else:
+            out.append(re.escape(c))
+        i += 1
+    if depth:
+        return None
+    try:
+        return re.compile("".join(out) + r"\Z", re.DOTALL)
+    except re.error:
+        return None
+
+
+def namespace_pattern(entry: str) -> bool:
+    """Whether a namespace entry other than `*` is a glob pattern rather than a name."""
+    return entry != "*" and any(c in entry for c in "*?[]{}")
+
+
+def _matches(patterns: Iterable[str], namespace: str) -> bool:
+    return any((g := _glob(p)) is not None and g.match(namespace) for p in patterns)
+
+
+def includes_namespace(spec: Mapping[str, Any], namespace: str | None, *, patterns: bool = False) -> bool:
+    """Whether a backup template with these namespace lists takes `namespace`: excludes are
+    patterns, includes are names (or `*`) since the backup lists them by name; with `patterns`
+    (a hook resource) includes are patterns too."""
     included = [str(n) for n in spec.get("includedNamespaces") or ["*"]]
     excluded = [str(n) for n in spec.get("excludedNamespaces") or []]
-    return ("*" in included or namespace in included) and namespace not in excluded
+    name = namespace or ""
+    if _matches(excluded, name):
+        return False
+    return "*" in included or name in included or (patterns and _matches(included, name))
 
 
 def all_namespaces(template: Mapping[str, Any]) -> bool:
@@ -137,7 +198,8 @@ def takes_claim(template: Mapping[str, Any], *, namespace: str | None, labels: M
 
 def hook_selects(resource: Mapping[str, Any], *, namespace: str | None, labels: Mapping[str, str]) -> bool:
     """Whether a Schedule's `hooks.resources[]` entry runs in a pod of `namespace` with `labels`."""
-    return includes_namespace(resource, namespace) and selector_matches(resource.get("labelSelector"), labels)
+    return includes_namespace(resource, namespace, patterns=True) and selector_matches(
+        resource.get("labelSelector"), labels)
 
 
 def hook_selects_pod(resource: Mapping[str, Any], pod: Mapping[str, Any]) -> bool:

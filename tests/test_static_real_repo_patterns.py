@@ -514,3 +514,37 @@ def test_a_selector_on_the_operators_own_labels_is_taken_to_match(example_repo: 
 ])
 def test_which_resource_lists_take_a_claim(template: dict[str, list[str]], taken: bool) -> None:
     assert includes_resource(template, PVC_RESOURCE) is taken
+
+
+# -- 8. namespace patterns ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("spec", "namespace", "hook", "taken"), [
+    ({"excludedNamespaces": ["kube-*"]}, "kube-system", False, False),
+    ({"excludedNamespaces": ["kube-*"]}, "immich", False, True),
+    ({"includedNamespaces": ["*"], "excludedNamespaces": ["{velero,flux-system}"]}, "flux-system", False, False),
+    ({"excludedNamespaces": ["ns[a-c]"]}, "nsb", False, False),
+    ({"excludedNamespaces": ["ns[!a]"]}, "nsa", False, True),
+    ({"excludedNamespaces": ["ns?"]}, "ns10", False, True),
+    # a backup lists its includes by name: a pattern there takes nothing before Velero 1.18
+    ({"includedNamespaces": ["media-*"]}, "media-jellyfin", False, False),
+    ({"includedNamespaces": ["media-*"]}, "media-*", False, True),
+    # a hook resource's namespaces are matched, not listed
+    ({"includedNamespaces": ["media-*"]}, "media-jellyfin", True, True),
+    ({"excludedNamespaces": ["ns["]}, "ns[", False, True),  # gobwas refuses it: matches nothing
+])
+def test_namespace_lists_as_velero_reads_them(spec: dict[str, list[str]], namespace: str, hook: bool,
+                                              taken: bool) -> None:
+    from restoredrill.velero_semantics import includes_namespace
+    assert includes_namespace(spec, namespace, patterns=hook) is taken
+
+
+def test_a_pattern_in_included_namespaces_is_named_unless_velero_is_new_enough(example_repo: RepoCopy) -> None:
+    example_repo.replace(IMMICH_SCHEDULE, "      - immich\n", "      - immi*\n")
+    findings = errors(example_repo.findings("schedule-namespaces-exist"))
+    assert ["'immi*' is a pattern" in f.problem and "runs v1.16.2" in f.problem for f in findings] == [True], \
+        rendered(findings)
+    # the namespace is no longer covered either: one semantics for both rules
+    assert [f.subject for f in errors(example_repo.findings("namespace-covered"))] == ["namespace immich"]
+    example_repo.replace(VELERO_RELEASE, "      tag: v1.16.2\n", "      tag: v1.18.0\n")
+    assert errors(example_repo.findings("schedule-namespaces-exist")) == []
