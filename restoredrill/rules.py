@@ -397,8 +397,22 @@ def _other_backup(claim: VolumeClaim, catalogue: Catalogue) -> str | None:
 
 
 def _has_scheduled_backup(catalogue: Catalogue, cluster: CnpgCluster) -> bool:
-    return any(m.group == "postgresql.cnpg.io" and m.kind == "ScheduledBackup" and m.namespace == cluster.namespace
-               and m.get("spec", "cluster", "name") == cluster.name for m in catalogue.manifests)
+    """Whether a ScheduledBackup, not suspended, takes base backups of the Cluster to the object
+    store it archives to: its `method` (default barmanObjectStore) must be the Cluster's
+    (`plugin` with pluginConfiguration naming the Cluster's barman-cloud plugin). A volumeSnapshot
+    ScheduledBackup leaves only WALs in the object store, nothing to recover from, and its snapshots
+    are VolumeSnapshots of the namespace the drill deletes (CNPG api/v1 ScheduledBackupSpec)."""
+    store = cluster.object_store_backup or ""
+    for m in catalogue.manifests:
+        if not (m.group == "postgresql.cnpg.io" and m.kind == "ScheduledBackup" and m.namespace == cluster.namespace
+                and m.get("spec", "cluster", "name") == cluster.name and m.get("spec", "suspend") is not True):
+            continue
+        method = str(m.get("spec", "method") or "barmanObjectStore")
+        if method == "barmanObjectStore" and store == "barmanObjectStore":
+            return True
+        if method == "plugin" and store == f"plugin {m.get('spec', 'pluginConfiguration', 'name')}":
+            return True
+    return False
 
 
 def _exemption_names(claim: VolumeClaim, catalogue: Catalogue) -> list[str]:

@@ -333,6 +333,22 @@ spec: {sourcePVC: immich-library}
                          "resources:\n  - ./backup.yaml\n")
     findings = example_repo.findings("namespace-covered")
     assert errors(findings) == [], rendered(findings)
+    # A ScheduledBackup that is suspended, or takes volume snapshots, puts no base backup in the store.
+    backup = "kubernetes/apps/immich/immich/app/backup.yaml"
+    for change in ("spec: {suspend: true, ", "spec: {method: volumeSnapshot, "):
+        example_repo.replace(backup, "spec: {schedule:", change + "schedule:", count=1)
+        (finding,) = errors(example_repo.findings("namespace-covered"))
+        assert "CNPG Cluster storage immich-postgres" in finding.problem, finding.render()
+        example_repo.replace(backup, change + "schedule:", "spec: {schedule:")
+    # The barman-cloud plugin's backups are taken with method: plugin naming it.
+    example_repo.replace("kubernetes/apps/immich/immich/app/cluster.yaml",
+                         "  backup:\n    barmanObjectStore:\n      destinationPath: s3://cnpg/immich\n",
+                         "  plugins:\n    - name: barman-cloud.cloudnative-pg.io\n      isWALArchiver: true\n")
+    assert errors(example_repo.findings("namespace-covered")), "method barmanObjectStore on a plugin Cluster"
+    example_repo.replace(backup, "spec: {schedule:",
+                         "spec: {method: plugin, pluginConfiguration: {name: barman-cloud.cloudnative-pg.io},"
+                         " schedule:")
+    assert errors(example_repo.findings("namespace-covered")) == []
 
 
 # -- 6. schema noise -----------------------------------------------------------------------------
