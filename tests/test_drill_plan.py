@@ -84,3 +84,33 @@ def test_an_app_without_a_schedule_is_an_error_that_names_the_fix(example_repo: 
     assert "apps.pelican.backup_required: false" in error.remedy
     # The other apps are still drillable.
     assert plan_app(catalogue, app_named(catalogue, "gatus")).schedule["metadata"]["name"] == "gatus-daily"
+
+
+def test_a_schedule_of_every_namespace_is_drilled_narrowed_to_the_app_and_says_so(example_repo: RepoCopy) -> None:
+    # cypr0/k8s-cluster: a weekly Schedule in the Velero HelmRelease values with no includedNamespaces
+    # is the only one that backs up the `ai` namespace.
+    example_repo.replace(PELICAN_SCHEDULE, "    includedNamespaces:\n      - pelican\n",
+                         "    excludedNamespaces: ['kube-*']\n")
+    catalogue = example_repo.catalogue()
+    plan = plan_of(catalogue, "pelican")
+    assert plan.schedule["metadata"]["name"] == "pelican-daily"
+    template = plan.schedule["spec"]["template"]
+    assert template["includedNamespaces"] == ["pelican"] and "excludedNamespaces" not in template
+    assert template["defaultVolumesToFsBackup"] is True  # the rest as written
+    (note,) = plan.notes
+    assert "Schedule velero/pelican-daily backs up every namespace" in note and "takes only pelican" in note
+    # the catalogue's Schedule is left as the repo writes it
+    (repo_schedule,) = [s for s in catalogue.schedules if s.name == "pelican-daily"]
+    assert "includedNamespaces" not in repo_schedule.template
+    # A Schedule that names the namespace wins, and is drilled unchanged; so does an exclusion.
+    assert plan_of(example_repo.catalogue(), "gatus").notes == ()
+    example_repo.replace(PELICAN_SCHEDULE, "    excludedNamespaces: ['kube-*']\n",
+                         "    excludedNamespaces: ['peli*']\n")
+    with pytest.raises(ConfigError):
+        plan_of(example_repo.catalogue(), "pelican")
+
+
+def test_a_paused_schedule_is_not_the_one_drilled(example_repo: RepoCopy) -> None:
+    example_repo.replace(PELICAN_SCHEDULE, "spec:\n", "spec:\n  paused: true\n", count=1)
+    with pytest.raises(ConfigError):
+        plan_of(example_repo.catalogue(), "pelican")

@@ -239,6 +239,7 @@ class MappedNamespaceDrill:
         template.setdefault("storageLocation", self.platform.bsl)
         self.velero.create_backup_from_schedule(schedule, name, template=template, labels=self.labels)
         self.record.backup = name
+        self.record.notes += [note for note in self.plan.notes if note not in self.record.notes]
         self.made.append(f"Backup {self.velero.namespace}/{name}")
         backup = self.velero.wait_for_backup(name, require_completed=False)
         status = backup.get("status") or {}

@@ -540,6 +540,7 @@ class NamespaceDrill:
         schedule = self.plan.schedule
         name = f"{schedule['metadata']['name']}-{self.run_id}-{self.tag}"[:63].rstrip("-")
         self.record.backup = name
+        self.record.notes += [note for note in self.plan.notes if note not in self.record.notes]
         self.velero.create_backup_from_schedule(schedule, name)
         backup = self.velero.wait_for_backup(name, require_completed=False)
         status = backup.get("status") or {}

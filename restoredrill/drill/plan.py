@@ -9,13 +9,14 @@ names the fix, raised before anything is touched.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from restoredrill.catalogue import App, Catalogue, Schedule, Workload, dig
 from restoredrill.errors import ConfigError
-from restoredrill.velero_semantics import EXCLUDES_ANNOTATION, runs_database_server
+from restoredrill.velero_semantics import EXCLUDES_ANNOTATION, all_namespaces, includes_namespace, runs_database_server
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,7 @@ class AppPlan:
     cnpg_clusters: tuple[str, ...] = ()
     cnpg_databases: Mapping[str, str] = field(default_factory=dict)  # cluster -> application database
     storage_classes: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()  # what the drill changed in what the repo declares, disclosed in its report
 
     @property
     def kustomization_names(self) -> tuple[str, ...]:
@@ -67,11 +69,31 @@ class AppPlan:
 
 
 def schedule_for(catalogue: Catalogue, namespace: str) -> Schedule | None:
-    """The Schedule whose template backs up `namespace` (explicitly named, the runbook's way)."""
-    for schedule in catalogue.schedules:
-        if namespace in (schedule.template.get("includedNamespaces") or []):
-            return schedule
-    return None
+    """The Schedule whose template backs up `namespace`: one that names it (the runbook's way), else
+    one that takes it among every namespace (`includedNamespaces` empty or `*`, the namespace not
+    excluded), as velero_semantics reads the lists. Paused Schedules make no backups."""
+    active = [s for s in catalogue.schedules if s.spec.get("paused") is not True]
+    named = [s for s in active if namespace in (s.template.get("includedNamespaces") or [])
+             and includes_namespace(s.template, namespace)]
+    return next(iter(named), None) or next(
+        (s for s in active if all_namespaces(s.template) and includes_namespace(s.template, namespace)), None)
+
+
+def drill_schedule(schedule: Schedule, namespace: str) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """The Schedule (manifest shape) the drill backs up with, and what the drill changed in it. A
+    Schedule of every namespace is narrowed to the app's namespace: its backup in the drill cluster
+    would take every other drill's namespace and the platform's, whose pod volumes are not this
+    drill's; the restore takes only the app's namespace either way."""
+    manifest = copy.deepcopy(schedule.manifest.obj if not schedule.from_helm_values else {
+        "metadata": {"name": schedule.name, "namespace": schedule.namespace}, "spec": schedule.spec})
+    if not all_namespaces(schedule.template):
+        return manifest, ()
+    template = manifest.setdefault("spec", {}).setdefault("template", {})
+    was = template.get("includedNamespaces") or ["*"]
+    template["includedNamespaces"] = [namespace]
+    template.pop("excludedNamespaces", None)
+    return manifest, (f"{schedule.ref} backs up every namespace (includedNamespaces {was}); the drill's Backup "
+                      f"takes only {namespace}, the rest of its template as written",)
 
 
 def _env(container: Mapping[str, Any], name: str) -> str | None:
@@ -112,6 +134,7 @@ def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
             "no nightly backup to drill",
             remedy=f"add a Schedule with spec.template.includedNamespaces: [{app.namespace}] (runbook: Adding a "
             f"Backup Schedule), or set apps.{app.name}.backup_required: false in the drill config")
+    schedule_manifest, schedule_notes = drill_schedule(schedule, app.namespace)
     if not app.kustomizations:
         raise ConfigError(f"app {app.name}: {app.directory}/ks.yaml holds no Flux Kustomization",
                           remedy="the drill deploys and suspends the app through its Kustomization")
@@ -126,8 +149,7 @@ def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
     return AppPlan(
         app=app.name, namespace=app.namespace,
         kustomizations=tuple(k.manifest.obj for k in app.kustomizations),
-        schedule=schedule.manifest.obj if not schedule.from_helm_values else {
-            "metadata": {"name": schedule.name, "namespace": schedule.namespace}, "spec": schedule.spec},
+        schedule=schedule_manifest, notes=schedule_notes,
         schedule_source=str(schedule.location()),
         claims=claims, excluded_volumes=excluded,
         mysql=tuple(db for w in workloads for db in _mysql(w)),
