@@ -300,12 +300,30 @@ class Flux:
             if pods_in:
                 check_pods_can_start(self.ctx.core.list_namespaced_pod(pods_in).items)
             ok, seen = ready_condition(obj)
-            return (obj if ok else None), seen
+            return (obj if ok else None), seen + ("" if ok else self._blocking_dependency(group, version, plural, obj))
 
         pods = f" and the pods of {pods_in}" if pods_in else ""
         return wait_until(f"Flux {what} {self.namespace}/{name} to be Ready", probe,
                           timeout=self.ctx.timeout("flux_reconcile"),
                           remedy=f"`kubectl -n {self.namespace} describe {plural} {name}`, the controller logs{pods}")
+
+    def _blocking_dependency(self, group: str, version: str, plural: str, obj: Manifest, depth: int = 0) -> str:
+        """Where an object waits on a dependency (Ready=False, DependencyNotReady), what that
+        dependency itself reports, followed down its own dependsOn: the object that is really stuck."""
+        if depth > 4 or not any(c.get("reason") == "DependencyNotReady" for c in
+                                (obj.get("status") or {}).get("conditions") or [] if isinstance(c, dict)):
+            return ""
+        own = str((obj.get("metadata") or {}).get("namespace") or self.namespace)
+        for ref in (obj.get("spec") or {}).get("dependsOn") or []:
+            if not isinstance(ref, dict) or not ref.get("name"):
+                continue
+            namespace = str(ref.get("namespace") or own)
+            dependency = self.ctx.get_object(group, version, plural, namespace, str(ref["name"])) or {}
+            ok, seen = ready_condition(dependency)
+            if not ok:
+                return (f"; its dependency {namespace}/{ref['name']}: {seen if dependency else 'not found'}"
+                        + self._blocking_dependency(group, version, plural, dependency, depth + 1))
+        return ""
 
     # ---- driving Flux through the API -------------------------------------------------------------
     def suspend(self, name: str) -> None:
