@@ -683,9 +683,15 @@ data: {TIMEZONE: Europe/Paris}
         "kubernetes/apps/media/immich/app/configmap.yaml": IMMICH_CONFIG + "  TZ: ${TIMEZONE}\n  X: ${BY_HAND}\n"})
     catalogue = build_catalogue(repo)
     immich = ks_of(catalogue, "immich")
-    body, (note,) = substitution_standins(immich, manifests=catalogue.manifests, values=VALUES, sops_standins=False)
+    body, (inlined, note) = substitution_standins(immich, manifests=catalogue.manifests, values=VALUES,
+                                                  sops_standins=False)
     post_build = body["spec"]["postBuild"]
-    assert post_build["substituteFrom"] == [{"kind": "ConfigMap", "name": "cluster-settings"}]  # the repo has it
+    # The ConfigMap the repo holds in clear is applied by the cluster's own Kustomization, not one the
+    # drill deploys (cypr0/k8s-cluster's cluster-settings): its values are inlined, as they are.
+    assert "substituteFrom" not in post_build
+    assert inlined == ("Kustomization flux-system/immich: postBuild.substituteFrom ConfigMap cluster-settings (in "
+                       "kubernetes/flux/meta/cluster-secrets.yaml, applied by Kustomization cluster-meta) inlined in "
+                       "postBuild.substitute with the repo's own values of TIMEZONE"), inlined
     published, _ = secret_standin_files(tree_texts(repo), root=repo, values=VALUES, sops_standins=False)
     (secret, _config) = yaml.safe_load_all(published[Path("kubernetes/flux/meta/cluster-secrets.yaml")])
     assert post_build["substitute"] == {
@@ -693,6 +699,7 @@ data: {TIMEZONE: Europe/Paris}
         "SECRET_DOMAIN": "secret-domain.drill.restoredrill.test",
         # the ExternalSecret's own stand-in value, as the published cluster-secrets Secret holds it
         "SECRET_IMMICH_API_TOKEN": secret["stringData"]["SECRET_IMMICH_API_TOKEN"],
+        "TIMEZONE": "Europe/Paris",
         "APP": "immich"}
     assert note.startswith("Kustomization flux-system/immich: postBuild.substituteFrom Secret cluster-secrets (made "
                            "by ExternalSecret cluster-secrets in kubernetes/flux/meta/cluster-secrets.yaml; the drill "

@@ -13,8 +13,9 @@ What the drill cluster lacks is stood in, and every stand-in is recorded so the 
   image and major version the repo names (nothing can be pulled there);
 - secrets the drill cannot have get generated values (`secretstandins`): ExternalSecrets become plain
   Secrets; without an age key, SOPS files are served without encryption and the Kustomizations lose
-  `spec.decryption`; `postBuild.substituteFrom` objects of either kind, or missing from the repo, become
-  values in `postBuild.substitute`.
+  `spec.decryption`; `postBuild.substituteFrom` objects that are encrypted, external or missing from
+  the repo become generated values in `postBuild.substitute`, and those the repo holds in clear (a
+  cluster-settings ConfigMap the cluster's own Kustomization applies) their own values there.
 Only what git tracks is published (a kubeconfig or a key lying untracked in the working tree stays
 on the host), never the age key file, and never a file holding a secret key in plain text: the git
 server answers every pod unauthenticated. The age key reaches the cluster only as the Secret

@@ -571,6 +571,7 @@ class _Source:
     reason: str = ""  # why it cannot be had
     keys: frozenset[str] | None = None  # its keys, when the repo shows them
     values: Mapping[str, str] | None = None  # its stand-in's values, when they are known here
+    inline: bool = False  # the repo holds it in clear: its own values are inlined, nothing generated
 
 
 def substitution_standins(kustomization: dict[str, Any], *, manifests: Sequence[Manifest], values: StandinValues,
@@ -616,11 +617,16 @@ def substitution_standins(kustomization: dict[str, Any], *, manifests: Sequence[
     name = str(dig(kustomization, ("metadata", "name")))
     given = _as_mapping(post_build.get("substitute"))
     used = variables_used(m.obj for m in manifests if m.deployed_by == name)
+    # The repo's own values of the objects it holds in clear, every key (the catalogue has already
+    # substituted them, so `used` does not list them), later entries winning as in Flux.
+    inlined = {var: value for _, source in replaced if source.inline
+               for var, value in (source.values or {}).items() if var not in provided}
+    stood_in = [(e, s) for e, s in replaced if not s.inline]
     needed = sorted(var for var, default in used.items() if default is None and var not in given
-                    and var not in provided)
+                    and var not in provided and var not in inlined)
     generated: dict[str, str] = {}
-    for var in needed:
-        entry, source = next(((e, s) for e, s in reversed(replaced) if var in (s.keys or ())), replaced[-1])
+    for var in needed if stood_in else ():
+        entry, source = next(((e, s) for e, s in reversed(stood_in) if var in (s.keys or ())), stood_in[-1])
         generated[var] = ((source.values or {}).get(var)
                           or values.value((str(entry["kind"]), str(entry["name"]), var), name=var))
 
@@ -630,14 +636,38 @@ def substitution_standins(kustomization: dict[str, Any], *, manifests: Sequence[
         body_post["substituteFrom"] = kept
     else:
         del body_post["substituteFrom"]
-    body_post["substitute"] = {**generated, **given}
-    dropped = "; ".join(f"{entry['kind']} {entry['name']} ({source.reason})" for entry, source in replaced)
-    shown = ", ".join(f"{var}={value if shaped_value(var) is not None else '(generated)'}"
-                      for var, value in generated.items())
-    note = (f"Kustomization {ks}: postBuild.substituteFrom {dropped} dropped; "
-            + (f"generated values in postBuild.substitute for the variables its manifests use: {shown}" if shown
-               else "its manifests use no variable that needs a value from it"))
-    return body, [note]
+    body_post["substitute"] = {**inlined, **generated, **given}
+    notes = []
+    for entry, source in replaced:
+        if source.inline:
+            shown_vars = sorted(var for var in (source.values or {}) if var in inlined)
+            notes.append(f"Kustomization {ks}: postBuild.substituteFrom {entry['kind']} {entry['name']} "
+                         f"({source.reason}) inlined in postBuild.substitute with the repo's own values"
+                         + (f" of {', '.join(shown_vars)}" if shown_vars else " (it holds none)"))
+    if stood_in:
+        dropped = "; ".join(f"{entry['kind']} {entry['name']} ({source.reason})" for entry, source in stood_in)
+        shown = ", ".join(f"{var}={value if shaped_value(var) is not None else '(generated)'}"
+                          for var, value in generated.items())
+        notes.append(f"Kustomization {ks}: postBuild.substituteFrom {dropped} dropped; "
+                     + (f"generated values in postBuild.substitute for the variables its manifests use: {shown}"
+                        if shown else "its manifests use no variable that needs a value from it"))
+    return body, notes
+
+
+def _clear_data(obj: Mapping[str, Any]) -> dict[str, str]:
+    """A ConfigMap's or clear Secret's values as Flux substitutes them (Secret `data` decoded;
+    `stringData` as written, winning over `data` as the API server merges it)."""
+    found: dict[str, str] = {}
+    if obj.get("kind") == "Secret":
+        for key, value in _as_mapping(obj.get("data")).items():
+            try:
+                found[str(key)] = base64.b64decode(str(value), validate=True).decode()
+            except (ValueError, UnicodeDecodeError):
+                continue
+        found.update({str(k): str(v) for k, v in _as_mapping(obj.get("stringData")).items()})
+    else:
+        found.update({str(k): str(v) for k, v in _as_mapping(obj.get("data")).items()})
+    return found
 
 
 def _substitution_source(kind: str, name: str, *, namespace: str, manifests: Sequence[Manifest],
@@ -653,7 +683,13 @@ def _substitution_source(kind: str, name: str, *, namespace: str, manifests: Seq
             if m.encrypted and sops_standins:
                 return _Source(present=False, keys=keys,
                                reason=f"SOPS-encrypted in {m.path} and no age key was given")
-            return _Source(present=True, keys=keys)
+            if m.encrypted:  # kustomize-controller decrypts it where the Kustomization applying it runs
+                return _Source(present=True, keys=keys)
+            # In clear: the Kustomization that applies it in production (the cluster's own, often
+            # flux-system's) is not one the drill deploys, so its values are inlined.
+            return _Source(present=False, keys=keys, values=_clear_data(m.obj), inline=True,
+                           reason=f"in {m.path}, applied by "
+                                  f"{'Kustomization ' + m.deployed_by if m.deployed_by else 'no Kustomization'}")
     if kind == "Secret":
         for m in candidates:
             if is_external_secret(m.obj) and external_secret_target(m.obj) == name:
