@@ -195,6 +195,16 @@ def _index_lines(node: yaml.Node, path: FieldPath, lines: dict[FieldPath, int]) 
             _index_lines(item, (*path, position), lines)
 
 
+def load_all(text: str) -> list[Any]:
+    """Every document of a YAML text as kustomize reads it (YAML 1.2 core schema: `off` stays a
+    string), for code that rewrites a repo's files: PyYAML's own loader would turn `off` into false,
+    and the rewritten file would then say something the repo does not."""
+    try:
+        return list(yaml.load_all(text, Loader=_Loader))
+    except yaml.composer.ComposerError:
+        return list(yaml.load_all(text, Loader=_RedefiningLoader))
+
+
 def iter_yaml_files(root: Path) -> Iterator[Path]:
     """YAML files under `root` in a stable order, skipping hidden folders such as `.git`."""
     for path in sorted(root.rglob("*")):

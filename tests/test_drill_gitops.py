@@ -119,6 +119,17 @@ def test_cnpg_clusters_get_the_drill_clusters_postgresql_and_say_so(example_repo
     assert cluster["spec"]["imageName"] == "local:15"
 
 
+def test_a_rewritten_file_keeps_what_kustomize_reads_as_strings(example_repo: RepoCopy, tmp_path: Path) -> None:
+    # cypr0/k8s-cluster's paperless: `huge_pages: off` is a string to kustomize (YAML 1.2); read and
+    # written back with YAML 1.1 it became `false`, and the API server refused the Cluster.
+    cluster_file = "kubernetes/apps/immich/immich/app/cluster.yaml"
+    example_repo.replace(cluster_file, "spec:\n", "spec:\n  postgresql:\n    parameters:\n      huge_pages: off\n"
+                         "      log_connections: yes\n", count=1)
+    publishable_tree(example_repo.root, tmp_path / "published", nfs=tmp_path / "nfs", cnpg_image="local:15")
+    text = (tmp_path / "published" / cluster_file).read_text()
+    assert "huge_pages: 'off'" in text and "log_connections: 'yes'" in text, text
+
+
 def test_an_nfs_volume_named_by_flux_variables_gets_a_folder_of_its_own(tmp_path: Path) -> None:
     # cypr0/k8s-cluster's paperless: `server: ${SECRET_NAS_SERVER}`, substituted in the cluster
     pv = nfs_pv(server="${SECRET_NAS_SERVER}", path="/mnt/hdd/shr/pls")

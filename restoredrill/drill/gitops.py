@@ -78,7 +78,7 @@ from restoredrill.platform.base import PlatformContext, labels, read_crds
 from restoredrill.platform.flux import HELM_GROUP, HELM_VERSION, KUSTOMIZE_GROUP, KUSTOMIZE_VERSION
 from restoredrill.timeouts import timeout
 from restoredrill.waits import wait_until
-from restoredrill.yamlio import iter_yaml_files
+from restoredrill.yamlio import iter_yaml_files, load_all
 
 STANDIN_LABEL = "restoredrill.io/stand-in"
 DEFAULT_CLASS_ANNOTATION = "storageclass.kubernetes.io/is-default-class"
@@ -270,7 +270,7 @@ def publishable_tree(repo: Path, target: Path, *, nfs: Path, cnpg_image: str | N
         charts = chart_host is not None and any(word in text for word in ("HelmRepository", "OCIRepository", "verify:"))
         if not (nfs_volume or cnpg or charts) or "sops:" in text:
             continue
-        documents = list(yaml.safe_load_all(text))
+        documents = load_all(text)  # YAML 1.2, as kustomize reads it: `huge_pages: off` stays a string
         changed = rewrite_nfs_volumes(documents, root=nfs, source=str(path.relative_to(target)))
         changed += disarm_cnpg_backups(documents)
         if chart_host is not None:
