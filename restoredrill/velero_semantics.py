@@ -37,6 +37,7 @@ static rules and the drill both call, so the two never disagree.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -47,6 +48,7 @@ INCLUDES_ANNOTATION = "backup.velero.io/backup-volumes"
 EXCLUDES_ANNOTATION = "backup.velero.io/backup-volumes-excludes"
 
 
+@functools.lru_cache(maxsize=512)
 def _glob(pattern: str) -> re.Pattern[str] | None:
     """A gobwas/glob pattern with no separators, as Velero compiles each namespace entry: `*` any
     run, `?` one character, `[abc]`/`[a-z]`/`[!a]` a class, `{a,b}` alternatives, `\\` escapes.
