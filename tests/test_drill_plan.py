@@ -114,3 +114,80 @@ def test_a_paused_schedule_is_not_the_one_drilled(example_repo: RepoCopy) -> Non
     example_repo.replace(PELICAN_SCHEDULE, "spec:\n", "spec:\n  paused: true\n", count=1)
     with pytest.raises(ConfigError):
         plan_of(example_repo.catalogue(), "pelican")
+
+
+def test_an_app_sharing_a_namespace_owns_only_what_its_kustomizations_deploy(example_repo: RepoCopy) -> None:
+    # cypr0/k8s-cluster's `ai` namespace holds paperless-ai and openwebui (with its CNPG Cluster): a
+    # drill of one waited 600 s for the other's Cluster, which it never deploys.
+    folder = "kubernetes/apps/pelican/wings"
+    example_repo.write(f"{folder}/ks.yaml", """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: wings, namespace: flux-system}
+spec:
+  path: ./kubernetes/apps/pelican/wings/app
+  targetNamespace: pelican
+  sourceRef: {kind: GitRepository, name: flux-system}
+  prune: true
+  interval: 1h
+""")
+    example_repo.write(f"{folder}/app/kustomization.yaml",
+                       "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n"
+                       "  - ./cluster.yaml\n  - ./deployment.yaml\n")
+    example_repo.write(f"{folder}/app/cluster.yaml", """apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata: {name: wings-db}
+spec:
+  instances: 1
+  storage: {size: 1Gi}
+""")
+    example_repo.write(f"{folder}/app/deployment.yaml", """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: wings}
+spec:
+  selector: {matchLabels: {app: wings}}
+  template:
+    metadata: {labels: {app: wings}}
+    spec:
+      containers: [{name: wings, image: ghcr.io/pelican-dev/wings:v1}]
+""")
+    example_repo.write("kubernetes/apps/pelican/ui/ks.yaml", """apiVersion: kustomize.toolkit.fluxcd.io/v1
+kind: Kustomization
+metadata: {name: pelican-ui, namespace: flux-system}
+spec:
+  path: ./kubernetes/apps/pelican/ui/app
+  targetNamespace: pelican
+  sourceRef: {kind: GitRepository, name: flux-system}
+  prune: true
+  interval: 1h
+""")
+    example_repo.write("kubernetes/apps/pelican/ui/app/kustomization.yaml",
+                       "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
+    example_repo.replace("kubernetes/apps/pelican/kustomization.yaml", "  - ./pelican/ks.yaml\n",
+                         "  - ./pelican/ks.yaml\n  - ./wings/ks.yaml\n  - ./ui/ks.yaml\n")
+    catalogue = example_repo.catalogue()
+    pelican, wings = plan_of(catalogue, "pelican"), plan_of(catalogue, "wings")
+    assert pelican.cnpg_clusters == () and wings.cnpg_clusters == ("wings-db",)
+    assert pelican.claims == ("pelican-data", "pelican-logs") and wings.claims == ()
+    names = {app.name for app in drillable_apps(catalogue)}
+    # pelican-ui shares the stateful namespace but deploys nothing stateful of its own.
+    assert {"pelican", "wings"} <= names and "pelican-ui" not in names
+
+
+def test_a_backup_that_takes_no_volume_data_is_named_with_its_schedule_and_fix(example_repo: RepoCopy) -> None:
+    # cypr0/k8s-cluster: the all-namespace Schedule sets no defaultVolumesToFsBackup and the repo's
+    # Velero deploys no node-agent, so paperless-ai's claim is in no backup.
+    from types import SimpleNamespace
+
+    from restoredrill.catalogue import VeleroServerDefaults
+    from restoredrill.drill.namespace import NamespaceDrill, Snapshot
+
+    plan = plan_of(example_repo.catalogue(), "pelican")
+    drill = NamespaceDrill.__new__(NamespaceDrill)
+    drill.plan, drill.ns, drill.snapshot = plan, plan.namespace, Snapshot()
+    drill.gitops = SimpleNamespace(catalogue=SimpleNamespace(velero_defaults=VeleroServerDefaults(node_agent=False)))  # type: ignore[assignment]
+    drill.snapshot.pod_volume_claims = {("pelican/pelican-0", "data"): "pelican-data"}
+    message = drill.no_volume_data()
+    assert "mount pelican-data" in message and "Schedule pelican-daily (" in message
+    assert "deployNodeAgent: false" in message and "defaultVolumesToFsBackup: true" in message
+    drill.snapshot.pod_volume_claims = {}
+    assert drill.no_volume_data().startswith("no running pod of pelican mounts")

@@ -475,13 +475,28 @@ class NamespaceDrill:
                      "nor excluded from the backup"
                      for claim in self.plan.claims if claim in live and claim not in accounted]
         if self.plan.claims and not self.snapshot.pod_volumes:
-            problems.append(f"no running pod of {self.ns} mounts a volume fs-backup would copy: the backup would hold "
-                            "no data")
+            problems.append(self.no_volume_data())
         if not (self.snapshot.inventories or self.snapshot.kept or self.snapshot.tables):
             problems.append(f"nothing in {self.ns} to verify: no volume inventories and no database tables")
         if not self.snapshot.objects:
             problems.append(f"the app's Kustomizations applied no object in {self.ns}")
         return problems
+
+    def no_volume_data(self) -> str:
+        """Why the backup would hold none of the app's volume data, naming the Schedule and the fix."""
+        mounted = sorted(set(self.snapshot.pod_volume_claims.values()) & set(self.plan.claims))
+        schedule = self.plan.schedule.get("metadata", {}).get("name")
+        if not mounted:
+            return f"no running pod of {self.ns} mounts a volume fs-backup would copy: the backup would hold no data"
+        server = self.gitops.catalogue.velero_defaults
+        agent = "" if server.node_agent else (
+            "; the repo's Velero deploys no node-agent (deployNodeAgent: false), so no fs-backup runs in production "
+            "either")
+        return (f"the app's pods mount {', '.join(mounted)}, but Velero's fs-backup would copy none of them: Schedule "
+                f"{schedule} ({self.plan.schedule_source}) sets no defaultVolumesToFsBackup, the server does not "
+                "default to it, and no pod names them in backup.velero.io/backup-volumes, so the backup holds none "
+                f"of their data{agent}. Fix: set defaultVolumesToFsBackup: true in the Schedule's template (with the "
+                "node-agent deployed), or annotate the pods")
 
     def flux_objects(self) -> list[tuple[str, str, str, str]]:
         """The namespaced objects the app's Kustomizations applied: (version, group, kind, name)."""

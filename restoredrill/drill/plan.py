@@ -138,13 +138,18 @@ def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
     if not app.kustomizations:
         raise ConfigError(f"app {app.name}: {app.directory}/ks.yaml holds no Flux Kustomization",
                           remedy="the drill deploys and suspends the app through its Kustomization")
-    workloads = [w for w in catalogue.workloads if w.manifest.namespace == app.namespace and w.manifest.deployed_by]
-    claims = tuple(sorted({c.name for c in catalogue.volume_claims
-                           if c.namespace == app.namespace and c.origin == "PersistentVolumeClaim"}))
+    # What the app's own Kustomizations deploy: another app sharing the namespace (cypr0/k8s-cluster's
+    # `ai` holds paperless-ai and openwebui) is not deployed by this drill, so none of its objects is
+    # waited for or verified.
+    owned = {k.name for k in app.kustomizations}
+    workloads = [w for w in catalogue.workloads if w.manifest.namespace == app.namespace
+                 and w.manifest.deployed_by in owned]
+    claims = tuple(sorted({c.name for c in catalogue.volume_claims if c.namespace == app.namespace
+                           and c.origin == "PersistentVolumeClaim" and c.manifest.deployed_by in owned}))
     excluded = {w.manifest.name: tuple(v.strip() for v in w.pod_annotations.get(EXCLUDES_ANNOTATION, "").split(",")
                                        if v.strip())
                 for w in workloads if w.pod_annotations.get(EXCLUDES_ANNOTATION)}
-    clusters = [c for c in catalogue.cnpg_clusters if c.namespace == app.namespace]
+    clusters = [c for c in catalogue.cnpg_clusters if c.namespace == app.namespace and c.manifest.deployed_by in owned]
     databases = {c.name: str(c.manifest.get("spec", "bootstrap", "initdb", "database") or "app") for c in clusters}
     return AppPlan(
         app=app.name, namespace=app.namespace,
@@ -159,7 +164,10 @@ def plan_app(catalogue: Catalogue, app: App) -> AppPlan:
 
 
 def drillable_apps(catalogue: Catalogue, *, skip: Sequence[str] = ()) -> list[App]:
-    """Apps with state to restore: at least one claim or CNPG Cluster, not listed in `skip`."""
-    stateful = {c.namespace for c in catalogue.volume_claims} | {c.namespace for c in catalogue.cnpg_clusters}
-    return [app for app in catalogue.apps if app.namespace in stateful and app.name not in skip
-            and app.namespace not in skip]
+    """Apps with state to restore: at least one claim or CNPG Cluster that their own Kustomizations
+    deploy (an app sharing a stateful namespace with another has nothing of its own to restore), not
+    listed in `skip`."""
+    deployers = {c.manifest.deployed_by for c in catalogue.volume_claims} | {
+        c.manifest.deployed_by for c in catalogue.cnpg_clusters}
+    return [app for app in catalogue.apps if any(k.name in deployers for k in app.kustomizations)
+            and app.name not in skip and app.namespace not in skip]
