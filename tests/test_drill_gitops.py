@@ -37,6 +37,17 @@ def test_an_nfs_volume_becomes_a_host_folder(tmp_path: Path) -> None:
     assert str(host) in note
 
 
+def test_an_nfs_volumes_mount_options_go_with_its_nfs_source(tmp_path: Path) -> None:
+    # cypr0/k8s-cluster's paperless-consume-pv: kubelet refused the hostPath stand-in ("mount options
+    # are not supported for this volume type") and paperless never started.
+    pv = nfs_pv()
+    pv["spec"]["mountOptions"] = ["hard", "nfsvers=4.2"]
+    pv["metadata"]["annotations"] = {"volume.beta.kubernetes.io/mount-options": "noatime"}
+    (note,) = rewrite_nfs_volumes([pv], root=tmp_path)
+    assert "mountOptions" not in pv["spec"] and pv["metadata"]["annotations"] == {}
+    assert note.endswith("without its NFS mount options (hard, nfsvers=4.2, noatime)")
+
+
 def test_a_volume_without_labels_gets_the_standin_label(tmp_path: Path) -> None:
     pv = nfs_pv()
     del pv["metadata"]["labels"]
@@ -226,3 +237,45 @@ def test_cnpg_backups_to_the_repos_real_destination_are_disarmed() -> None:
     assert documents[1]["spec"]["suspend"] is True and documents[2]["data"] == {"backup": "x"}
     assert [c.split(":")[0] for c in changed] == ["CNPG Cluster immich-postgres", "CNPG ScheduledBackup nightly"]
     assert disarm_cnpg_backups(documents) == []
+
+
+class _LeftoverContext:
+    """A cluster restoredrill made, holding a Kustomization an earlier (`--keep-cluster`) run left."""
+
+    def __init__(self, run_id: str) -> None:
+        from types import SimpleNamespace
+
+        from restoredrill.cluster.namespaces import CREATED_BY_LABEL, CREATED_BY_VALUE, RUN_ID_LABEL
+
+        self.cluster = SimpleNamespace(created_by_us=True)
+        self.deleted: list[dict[str, Any]] = []
+        self.applied: list[dict[str, Any]] = []
+        labels = {CREATED_BY_LABEL: CREATED_BY_VALUE, RUN_ID_LABEL: run_id}
+        self.core = SimpleNamespace(read_namespace=lambda name: SimpleNamespace(
+            metadata=SimpleNamespace(labels=labels, uid="u")))
+
+    def delete(self, bodies: list[dict[str, Any]], wait: bool = False) -> None:
+        self.deleted += bodies
+
+
+@pytest.mark.parametrize(("left_by", "sole", "dropped"), [("earlier-run", True, True), ("this-run", True, False),
+                                                          ("earlier-run", False, False)])
+def test_a_dependency_an_earlier_run_left_is_removed_to_be_stood_in(left_by: str, sole: bool, dropped: bool) -> None:
+    # cypr0's paperless-ai dependsOn paperless: a kept cluster still held paperless, failed, from the
+    # run before, and paperless-ai's drill waited on it instead of standing it in.
+    from typing import cast
+
+    from restoredrill.catalogue import Catalogue
+    from restoredrill.drill.gitops import GitOpsDeployment
+    from restoredrill.platform import Flux
+    from restoredrill.platform.base import PlatformContext
+
+    ctx = _LeftoverContext(left_by)
+    deployment = GitOpsDeployment(ctx=cast(PlatformContext, ctx), flux=cast(Flux, None),
+                                  catalogue=cast(Catalogue, None), run_id="this-run", worker_id="gw0",
+                                  sops_age_key=None, sole_user=lambda: sole, out=lambda line: None)
+    found = {"metadata": {"name": "paperless", "namespace": "flux-system"}, "spec": {"targetNamespace": "productivity"}}
+    assert deployment._drop_left_dependency(found) is dropped
+    assert [d["metadata"]["name"] for d in ctx.deleted] == (["paperless"] if dropped else [])
+    # A dependency with no namespace of its own to judge by is the cluster's: left alone.
+    assert deployment._drop_left_dependency({"metadata": {"name": "cert-manager"}, "spec": {}}) is False

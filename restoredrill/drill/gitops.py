@@ -46,6 +46,7 @@ from restoredrill.cluster.namespaces import (
     create_owned_namespace,
     wait_for_namespace_deleted,
 )
+from restoredrill.drill.accessmodes import NODE_LOCAL_PROVISIONER, NodeLocalClasses, shared_access_patches
 from restoredrill.drill.charts import (
     ChartPackage,
     chart_layout_tar,
@@ -147,9 +148,16 @@ def rewrite_nfs_volumes(documents: list[Any], *, root: Path, source: str = "mani
                              source=f"{source}: PersistentVolume {name}")
         del spec["nfs"]
         spec["hostPath"] = {"path": str(host), "type": "DirectoryOrCreate"}
-        doc.setdefault("metadata", {}).setdefault("labels", {})[STANDIN_LABEL] = "nfs"
-        changed.append(f"PersistentVolume {doc.get('metadata', {}).get('name')}: NFS {nfs.get('server')}:"
-                       f"{nfs.get('path')} served from host folder {host}")
+        metadata = doc.setdefault("metadata", {})
+        metadata.setdefault("labels", {})[STANDIN_LABEL] = "nfs"
+        # kubelet refuses mount options on a hostPath volume ("mount options are not supported for this
+        # volume type"): the NFS ones (`nfsvers=4.2`, `hard`) go with the NFS source.
+        options = spec.pop("mountOptions", None)
+        annotation = (metadata.get("annotations") or {}).pop("volume.beta.kubernetes.io/mount-options", None)
+        dropped = [str(o) for o in options or []] + ([str(annotation)] if annotation else [])
+        without = f", without its NFS mount options ({', '.join(dropped)})" if dropped else ""
+        changed.append(f"PersistentVolume {name}: NFS {nfs.get('server')}:{nfs.get('path')} served from host "
+                       f"folder {host}{without}")
     return changed
 
 
@@ -306,6 +314,8 @@ class GitOpsDeployment:
     chart_packages: list[ChartPackage] = field(default_factory=list)
     # HelmReleases rendered from --charts-dir to know their pods and claims (restoredrill.rendering).
     rendered: Sequence[str] = ()
+    # The cluster's classes local-path provisions (restoredrill.drill.accessmodes), read when first needed.
+    _node_local: NodeLocalClasses | None = field(default=None, init=False, repr=False)
 
     # ---- once per session ---------------------------------------------------------------------
     def publish(self) -> None:
@@ -480,6 +490,22 @@ class GitOpsDeployment:
             self.ctx.apply([body])
             self.standins.append(f"StorageClass {name}: alias of the default class {default['metadata']['name']} "
                                  f"({default['provisioner']})")
+        self._node_local = None
+
+    def node_local_classes(self) -> NodeLocalClasses:
+        """The storage classes whose claims local-path provisions on the node, when the cluster has one
+        node (on more, a ReadWriteOnce claim would not be shared by pods on two nodes: nothing is changed)."""
+        if self._node_local is None:
+            core, storage = client.CoreV1Api(self.ctx.api), client.StorageV1Api(self.ctx.api)
+            classes = self.ctx.as_manifests(storage.list_storage_class().items)
+            local = [sc for sc in classes if sc.get("provisioner") == NODE_LOCAL_PROVISIONER]
+            if len(core.list_node().items) != 1:
+                local = []
+            default = next((str(sc["metadata"]["name"]) for sc in local
+                            if (sc["metadata"].get("annotations") or {}).get(DEFAULT_CLASS_ANNOTATION) == "true"), None)
+            self._node_local = NodeLocalClasses(names=frozenset(str(sc["metadata"]["name"]) for sc in local),
+                                                default=default)
+        return self._node_local
 
     # ---- per app ------------------------------------------------------------------------------
     def namespace_manifest(self, namespace: str) -> dict[str, Any] | None:
@@ -564,7 +590,8 @@ class GitOpsDeployment:
         body, substituted = substitution_standins(body, manifests=self.catalogue.manifests, values=self.standin_values,
                                                   sops_standins=self.sops_age_key is None,
                                                   namespace=self.flux.namespace)
-        self._disclose(notes + substituted)
+        body, shared = shared_access_patches(body, catalogue=self.catalogue, classes=self.node_local_classes)
+        self._disclose(notes + substituted + shared)
         return body
 
     def app_standins(self, kustomizations: Sequence[dict[str, Any]]) -> list[str]:
@@ -594,8 +621,10 @@ class GitOpsDeployment:
             home = str(kustomization["metadata"].get("namespace") or self.flux.namespace)
             for dependency in (kustomization.get("spec") or {}).get("dependsOn") or []:
                 name, namespace = str(dependency.get("name")), str(dependency.get("namespace") or home)
-                if name in own or self.ctx.get_object(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations",
-                                                      namespace, name):
+                if name in own:
+                    continue
+                found = self.ctx.get_object(KUSTOMIZE_GROUP, KUSTOMIZE_VERSION, "kustomizations", namespace, name)
+                if found is not None and not self._drop_left_dependency(found):
                     continue
                 source = (kustomization.get("spec") or {}).get("sourceRef") or {}
                 self._ensure_namespace(namespace, why=f"the stand-in for {kustomization['metadata']['name']}'s "
@@ -611,6 +640,29 @@ class GitOpsDeployment:
                                      f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
                                      "provides what it deploys")
         self._satisfy_release_dependencies({str(k["metadata"]["name"]) for k in kustomizations})
+
+    def _drop_left_dependency(self, obj: dict[str, Any]) -> bool:
+        """A dependency an earlier run of this repo's drills left (`--keep-cluster`: the app deployed into
+        a namespace labelled with another run id) is deleted, so it is stood in for like any other, on a
+        cluster restoredrill made and no other session uses. A failed drill's Kustomization would
+        otherwise hold every later drill that depends on it (cypr0's paperless-ai on paperless)."""
+        target = str((obj.get("spec") or {}).get("targetNamespace") or "")
+        if not (target and self.ctx.cluster.created_by_us and self.sole_user()):
+            return False
+        try:
+            if not self._left_by_earlier_run(target):
+                return False
+        except client.ApiException as error:
+            if error.status == 404:
+                return False
+            raise
+        metadata = obj.get("metadata") or {}
+        self.ctx.delete([{"apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
+                          "metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")}}],
+                        wait=True)
+        self.out(f"[drill] removed Kustomization {metadata.get('namespace')}/{metadata.get('name')}, left by an "
+                 f"earlier restoredrill run (namespace {target}), to stand in for it")
+        return True
 
     def _satisfy_release_dependencies(self, kustomizations: set[str]) -> None:
         """Stand in for `dependsOn` HelmReleases outside the app (a storage or device-plugin chart):
