@@ -264,6 +264,11 @@ def test_k_selects_whose_images_a_session_loads(pytester: pytest.Pytester, monke
     ("registry.local:5000/mariadb", "registry.local:5000/mariadb:latest"),
     ("localhost/app:1", "localhost/app:1"),
     ("mariadb@sha256:" + "a" * 64, "docker.io/library/mariadb@sha256:" + "a" * 64),
+    # cypr0/k8s-cluster's paperless: ErrImagePull, the stand-in was kept under the tagged name.
+    ("ghcr.io/paperless-ngx/paperless-ngx:2.17.1@sha256:" + "b" * 64,
+     "ghcr.io/paperless-ngx/paperless-ngx@sha256:" + "b" * 64),
+    ("registry.local:5000/team/app:1@sha256:" + "c" * 64, "registry.local:5000/team/app@sha256:" + "c" * 64),
+    ("app:1@sha256:" + "d" * 64, "docker.io/library/app@sha256:" + "d" * 64),
 ])
 def test_canonical_reference_is_the_name_containerd_keeps(image: str, canonical: str) -> None:
     assert canonical_reference(image) == canonical

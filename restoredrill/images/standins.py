@@ -141,7 +141,8 @@ DOCKER_HUB = "docker.io"
 def canonical_reference(image: str) -> str:
     """The name containerd keeps `image` under, which is the one the kubelet looks up: Docker Hub
     and `library/` filled in, `:latest` when neither tag nor digest is given. `mariadb:11.4.5` and
-    `docker.io/library/mariadb:11.4.5` are one image; `ghcr.io/someone/mariadb:11.4.5` is another."""
+    `docker.io/library/mariadb:11.4.5` are one image; `ghcr.io/someone/mariadb:11.4.5` is another; `app:1@sha256:D`
+    is `docker.io/library/app@sha256:D`."""
     name, at, digest = image.partition("@")
     first, slash, rest = name.partition("/")
     if slash and ("." in first or ":" in first or first == "localhost"):
@@ -152,6 +153,11 @@ def canonical_reference(image: str) -> str:
         path = f"library/{path}"
     if ":" not in path.rsplit("/", 1)[-1] and not at:
         path += ":latest"
+    if at:
+        # Tagged and digested (app-template's `tag: 2.17.1@sha256:...`): the kubelet's lookup keeps the
+        # digest only (distribution/reference ParseDockerRef, as containerd's CRI localResolve calls it).
+        head, _, last = path.rpartition("/")
+        path = f"{head}/{last.partition(':')[0]}" if head else last.partition(":")[0]
     return f"{registry}/{path}{at}{digest}"
 
 
