@@ -13,8 +13,9 @@ v3.19.0, through restoredrill's Go program `chart-render`):
 - values: every `spec.valuesFrom` the repo holds in clear (a ConfigMap, or a Secret that is not
   SOPS-encrypted), in order, then `spec.values` merged over them, as fluxcd/pkg's
   `chartutil.ChartValuesFromReferences` does (`MergeMaps`: maps merge, lists and scalars replace,
-  YAML read as sigs.k8s.io/yaml reads it); a reference it cannot read (an encrypted or external
-  Secret, a missing key, a `targetPath`) is left out and named;
+  YAML read as sigs.k8s.io/yaml reads it), a `targetPath` reference's text set at its path as
+  `helm --set` sets it (`ReplacePathValue`); a reference it cannot read (an encrypted or external
+  Secret, a missing key, a value with a comma at a `targetPath`) is left out and named;
 - the install's hooks (unless `spec.install.disableHooks`) and its schema validation (unless
   `spec.install.disableSchemaValidation`);
 - the chart's own defaults, its dependencies' conditions, its values.schema.json and kubeVersion,
@@ -107,25 +108,87 @@ def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[di
         key = str(ref.get("valuesKey") or "values.yaml")
         source = by_ref.get((kind, namespace, name))
         label = f"{kind} {namespace}/{name} key {key}"
-        if ref.get("targetPath"):
-            missing.append(f"valuesFrom {label} left out (targetPath {ref['targetPath']} is not rendered here)")
-            continue
         if source is None or source.encrypted:
             why = "encrypted in the repo" if source is not None else "not in the repo"
             missing.append(f"valuesFrom {label} left out ({why}{', optional' if ref.get('optional') else ''})")
             continue
         text = _secret_or_config_value(source, key)
-        parsed = _load_values(text) if isinstance(text, str) else None
         if text is None:
             why = "optional" if ref.get("optional") else "helm-controller fails the release without it"
             missing.append(f"valuesFrom {label} left out (no such key; {why})")
             continue
+        if ref.get("targetPath"):
+            # fluxcd/pkg chartutil v1.15.0 ChartValuesFromReferences: the inline values are merged in
+            # first, then the key's text is set at the path as `helm --set` would (ReplacePathValue).
+            inline_now = release.get("spec", "values")
+            values = merge_values(values, inline_now if isinstance(inline_now, dict) else {})
+            problem = replace_path_value(values, str(ref["targetPath"]), str(text))
+            if problem:
+                missing.append(f"valuesFrom {label} left out (targetPath {ref['targetPath']}: {problem})")
+            continue
+        parsed = _load_values(text)
         if not isinstance(parsed, dict):
             missing.append(f"valuesFrom {label} left out (not a YAML map: helm-controller fails the release)")
             continue
         values = merge_values(values, parsed)
     inline = release.get("spec", "values")
     return merge_values(values, inline if isinstance(inline, dict) else {}), missing
+
+
+def _typed(value: str) -> Any:
+    """helm v3 strvals typedVal: what `--set` makes of a value."""
+    lowered = value.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "null":
+        return None
+    if value == "0":
+        return 0
+    if value and value[0] != "0" and re.fullmatch(r"[+-]?[0-9]+", value):
+        number = int(value)
+        if -(2 ** 63) <= number < 2 ** 63:
+            return number
+    return value
+
+
+def replace_path_value(values: dict[str, Any], path: str, value: str) -> str | None:
+    """Set `value` at `path` (`a.b`, `list[0].c`, `\\.` escaping a dot) as fluxcd/pkg chartutil
+    ReplacePathValue does through helm's strvals.ParseInto: a quoted value is a string, any other is
+    typed as `--set` types it. None when set, else why it is not rendered here."""
+    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
+    if quoted:
+        value = value.strip("'\"")
+    if re.search(r"(?<!\\),", value):
+        return "a value with a comma is split by helm's --set parser; not rendered here"
+    parts: list[str | int] = []
+    for key in re.split(r"(?<!\\)\.", path):
+        match = re.fullmatch(r"([^\[\]]*)((?:\[[0-9]+\])*)", key.replace("\\.", "."))
+        if match is None or not match.group(1):
+            return f"path {path!r} is not a --set path this renders"
+        parts.append(match.group(1))
+        parts += [int(i) for i in re.findall(r"\[([0-9]+)\]", match.group(2))]
+    leaf: Any = value.replace("\\,", ",") if quoted else _typed(value.replace("\\,", ","))
+    node: Any = values
+    for part, following in zip(parts, [*parts[1:], None], strict=True):
+        child: Any = {} if isinstance(following, str) else [] if isinstance(following, int) else leaf
+        if isinstance(part, int):
+            if not isinstance(node, list):
+                return f"path {path!r} indexes a value that is not a list"
+            if part > len(node):  # strvals refuses to skip list entries beyond the next
+                return f"path {path!r} skips entries of a list"
+            if part == len(node):
+                node.append(child)
+            elif following is None:
+                node[part] = leaf
+            elif not isinstance(node[part], (dict, list)):
+                node[part] = child
+        else:
+            if not isinstance(node, dict):
+                return f"path {path!r} walks into a value that is not a map"
+            if following is None or not isinstance(node.get(part), (dict, list)):
+                node[part] = child
+        node = node[part]
+    return None
 
 
 def values_files_defaults(release: Manifest, package: ChartPackage, *, root: Path,

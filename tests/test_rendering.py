@@ -352,3 +352,44 @@ def test_a_values_file_decides_what_the_chart_renders(tmp_path: Path, renderer: 
     images = [c["image"] for c in statefulset.obj["spec"]["template"]["spec"]["containers"]]
     assert images[0] == "ghcr.io/example/idp-small:v2.4.0"  # the file's repository, the release's tag
     assert claim.name == "data-idp" and not [note for note in rendered.notes if "valuesFiles" in note]
+
+
+def test_values_from_a_target_path_are_set_as_helm_set_sets_them(tmp_path: Path) -> None:
+    # fluxcd/pkg chartutil v1.15.0 ReplacePathValue: `--set path=text`, typed unless quoted; the inline
+    # values are merged in before it and again last.
+    files = dict(REPO)
+    files["kubernetes/apps/idp/idp/app/values.yaml"] += """  replicas: "3"
+  claim: data-idp
+  quoted: "'0042'"
+"""
+    release_file = "kubernetes/apps/idp/idp/app/helmrelease.yaml"
+    files[release_file] = files[release_file].replace(
+        "    - {kind: Secret, name: idp-secret-values, optional: true}\n",
+        "    - {kind: ConfigMap, name: idp-values, valuesKey: replicas, targetPath: controllers.main.replicas}\n"
+        "    - {kind: ConfigMap, name: idp-values, valuesKey: claim, targetPath: persistence.data.existingClaim}\n"
+        "    - {kind: ConfigMap, name: idp-values, valuesKey: quoted, targetPath: 'pins[0].code'}\n"
+        "    - {kind: ConfigMap, name: idp-values, valuesKey: claim, targetPath: host}\n")
+    catalogue = build_catalogue(write_tree(tmp_path, files))
+    [release] = [m for m in catalogue.deployed() if m.kind == "HelmRelease"]
+    values, notes = release_values(release, catalogue.manifests)
+    assert notes == []
+    assert values["controllers"] == {"main": {"replicas": 3}}
+    assert values["persistence"]["data"] == {"size": "3Gi", "storageClass": "longhorn", "existingClaim": "data-idp"}
+    assert values["pins"] == [{"code": "0042"}]
+    assert values["host"] == "auth.example.org"  # the inline values are merged last, as helm-controller does
+
+
+@pytest.mark.parametrize(("path", "value", "expected"), [
+    ("a.b", "true", {"a": {"b": True}}),
+    ("a.b", "007", {"a": {"b": "007"}}),
+    ("a.b", "null", {"a": {"b": None}}),
+    ("a\\.b", "x", {"a.b": "x"}),
+    ("list[1]", "x", "path 'list[1]' skips entries of a list"),
+    ("a", "x,y", "a value with a comma is split by helm's --set parser; not rendered here"),
+])
+def test_replace_path_value_follows_helm_strvals(path: str, value: str, expected: Any) -> None:
+    from restoredrill.rendering import replace_path_value
+
+    values: dict[str, Any] = {}
+    problem = replace_path_value(values, path, value)
+    assert (problem if isinstance(expected, str) else values) == expected
