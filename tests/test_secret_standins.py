@@ -780,6 +780,10 @@ def test_publish_serves_the_stand_ins_and_lists_them(tmp_path: Path, with_key: b
     if with_key:
         assert flux.published[sops] == (repo / sops).read_text()
         assert not any("SOPS" in note for note in gitops.standins)
+        # the folder that applies cluster-secrets alone for immich's substituteFrom (cluster-meta is not drilled)
+        alone = Path("restoredrill-standins/substitute/secret-cluster-secrets")
+        assert flux.published[alone / sops.name] == (repo / sops).read_text()
+        assert yaml.safe_load(flux.published[alone / "kustomization.yaml"])["resources"] == [f"./{sops.name}"]
         assert [body["metadata"]["name"] for body in ctx.applied] == ["sops-age"]
     else:
         assert "ENC[" not in flux.published[sops]
@@ -815,10 +819,25 @@ def test_with_the_key_the_kustomizations_and_the_key_secret_are_as_before(tmp_pa
     key = tmp_path / "age.agekey"
     key.write_text("# drill key\n")
     gitops, ctx = deployment(catalogue, key=key)
+    waited: list[tuple[str, str]] = []
+    gitops.flux = cast(Flux, SimpleNamespace(namespace="flux-system", in_namespace=lambda ns: SimpleNamespace(
+        wait_for_kustomization_ready=lambda name: waited.append((ns, name)))))
     immich = ks_of(catalogue, "immich")
     gitops.apply_suspended([immich])
-    assert ctx.applied == [{**immich, "spec": {**immich["spec"], "suspend": True}}]
-    assert gitops.standins == []
+    # cluster-secrets, which immich substitutes from, is applied in production by cluster-meta, which
+    # the drill does not deploy: it is applied alone first, decrypted with the key, and disclosed.
+    helper, applied = ctx.applied
+    assert applied == {**immich, "spec": {**immich["spec"], "suspend": True}}
+    assert helper["metadata"]["name"] == "restoredrill-substitute-secret-cluster-secrets"
+    assert helper["spec"]["decryption"] == {"provider": "sops", "secretRef": {"name": "sops-age"}}
+    assert helper["spec"]["path"] == "./restoredrill-standins/substitute/secret-cluster-secrets"
+    assert helper["spec"]["targetNamespace"] == "flux-system"
+    assert waited == [("flux-system", "restoredrill-substitute-secret-cluster-secrets")]
+    (note,) = gitops.standins
+    assert note.startswith("Secret flux-system/cluster-secrets (postBuild.substituteFrom of Kustomization "
+                           "flux-system/immich): SOPS-encrypted in kubernetes/flux/meta/cluster-secrets.sops.yaml, "
+                           "applied in production by Kustomization cluster-meta")
+    ctx.applied.clear()
     gitops._sops_secrets()
     assert ctx.applied[-1]["kind"] == "Secret" and ctx.applied[-1]["metadata"]["name"] == "sops-age"
     assert ctx.applied[-1]["stringData"] == {"age.agekey": "# drill key\n"}

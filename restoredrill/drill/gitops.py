@@ -38,7 +38,7 @@ from typing import Any
 import yaml
 from kubernetes import client
 
-from restoredrill.catalogue import Catalogue, Manifest
+from restoredrill.catalogue import Catalogue, Manifest, dig
 from restoredrill.cluster.namespaces import (
     CREATED_BY_LABEL,
     CREATED_BY_VALUE,
@@ -332,6 +332,13 @@ class GitOpsDeployment:
             (tree / EMPTY_PATH).mkdir(parents=True)
             (tree / EMPTY_PATH / "kustomization.yaml").write_text(
                 "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources: []\n")
+            for manifest in self.encrypted_substitutes():
+                folder = tree / self._substitute_path(manifest)
+                folder.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(tree / manifest.path, folder / manifest.path.name)
+                (folder / "kustomization.yaml").write_text(
+                    "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n"
+                    f"resources:\n  - ./{manifest.path.name}\n")
             url = self.flux.publish_repository(tree, repo=self.repo_name)
         for source in self.source_names():
             self.flux.create_git_repository(name=source, url=url)
@@ -613,6 +620,59 @@ class GitOpsDeployment:
         create_owned_namespace(self.ctx.api, namespace, run_id=self.run_id, worker_id=self.worker_id)
         self._disclose([f"Namespace {namespace}: created for {why}"])
 
+    def encrypted_substitutes(self, kustomizations: Sequence[dict[str, Any]] | None = None) -> list[Manifest]:
+        """With the age key: the SOPS-encrypted Secrets and ConfigMaps that `postBuild.substituteFrom`
+        of `kustomizations` (default: every app's) reads and no app Kustomization applies. In
+        production the cluster's own Kustomization (flux-system's `cluster-meta`, say) applies and
+        decrypts them; the drill deploys only the apps, so without this the app's Kustomization waits
+        for a Secret that never comes."""
+        if self.sops_age_key is None:
+            return []
+        bodies = kustomizations if kustomizations is not None else [
+            k.manifest.obj for app in self.catalogue.apps for k in app.kustomizations]
+        applied = {k.name for app in self.catalogue.apps for k in app.kustomizations}
+        found: dict[tuple[str, str, str], Manifest] = {}
+        for body in bodies:
+            home = str((body.get("metadata") or {}).get("namespace") or self.flux.namespace)
+            for entry in ((body.get("spec") or {}).get("postBuild") or {}).get("substituteFrom") or []:
+                if not isinstance(entry, dict):
+                    continue
+                for m in self.catalogue.manifests:
+                    if (m.group == "" and m.kind == entry.get("kind") and m.name == entry.get("name")
+                            and m.namespace in (None, home) and m.encrypted and m.deployed_by not in applied):
+                        found.setdefault((home, m.kind, m.name), m)
+                        break
+        return list(found.values())
+
+    @staticmethod
+    def _substitute_path(manifest: Manifest) -> str:
+        return f"restoredrill-standins/substitute/{manifest.kind.lower()}-{manifest.name}"
+
+    def _apply_encrypted_substitutes(self, kustomizations: Sequence[dict[str, Any]]) -> None:
+        """Apply each encrypted substituteFrom object alone, decrypted with the given key (disclosed)."""
+        for kustomization in kustomizations:
+            home = str((kustomization.get("metadata") or {}).get("namespace") or self.flux.namespace)
+            spec = kustomization.get("spec") or {}
+            key_secret = str(dig(spec, ("decryption", "secretRef", "name")) or "sops-age")
+            for manifest in self.encrypted_substitutes([kustomization]):
+                name = f"restoredrill-substitute-{manifest.kind.lower()}-{manifest.name}"[:63].rstrip("-.")
+                self.ctx.apply([{
+                    "apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
+                    "metadata": {"name": name, "namespace": home, "labels": {STANDIN_LABEL: "substitute-from"}},
+                    "spec": {"interval": "1h", "path": f"./{self._substitute_path(manifest)}", "prune": False,
+                             "targetNamespace": home,
+                             "decryption": {"provider": "sops", "secretRef": {"name": key_secret}},
+                             "sourceRef": {"kind": "GitRepository",
+                                           "name": str((spec.get("sourceRef") or {}).get("name", "flux-system")),
+                                           "namespace": str((spec.get("sourceRef") or {}).get("namespace") or home)}}}])
+                self.flux.in_namespace(home).wait_for_kustomization_ready(name)
+                owner = f"Kustomization {manifest.deployed_by}" if manifest.deployed_by else "no Kustomization"
+                self._disclose([f"{manifest.kind} {home}/{manifest.name} (postBuild.substituteFrom of Kustomization "
+                                f"{home}/{(kustomization.get('metadata') or {}).get('name')}): SOPS-encrypted in "
+                                f"{manifest.path}, applied in production by {owner}, which the drill does not "
+                                f"deploy; applied alone by Kustomization {home}/{name}, decrypted with the given "
+                                "age key"])
+
     def satisfy_dependencies(self, kustomizations: Sequence[dict[str, Any]]) -> None:
         """Stand in for `dependsOn` Kustomizations the drill does not deploy (the platform's own parts:
         the drill cluster runs CNPG, Velero and the object store without the repo's HelmReleases)."""
@@ -640,6 +700,7 @@ class GitOpsDeployment:
                                      f"{kustomization['metadata']['name']}): an empty stand-in; the drill platform "
                                      "provides what it deploys")
         self._satisfy_release_dependencies({str(k["metadata"]["name"]) for k in kustomizations})
+        self._apply_encrypted_substitutes(kustomizations)
 
     def _drop_left_dependency(self, obj: dict[str, Any]) -> bool:
         """A dependency an earlier run of this repo's drills left (`--keep-cluster`: the app deployed into
