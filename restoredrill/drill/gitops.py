@@ -434,6 +434,7 @@ class GitOpsDeployment:
         names = {str(k.manifest.get("spec", "decryption", "secretRef", "name"))
                  for app in self.catalogue.apps for k in app.kustomizations
                  if k.manifest.get("spec", "decryption", "secretRef", "name")}
+        names |= {self._decryption_secret(m, {}) for m in self.encrypted_substitutes()}
         if not names:
             return
         key = self.sops_age_key
@@ -644,6 +645,13 @@ class GitOpsDeployment:
                         break
         return list(found.values())
 
+    def _decryption_secret(self, manifest: Manifest, spec: dict[str, Any]) -> str:
+        """The key Secret that decrypts `manifest` in production: its own Kustomization's, else the app's."""
+        owner = next((m for m in self.catalogue.manifests if m.kind == "Kustomization"
+                      and m.group == KUSTOMIZE_GROUP and m.name == manifest.deployed_by), None)
+        named = owner.get("spec", "decryption", "secretRef", "name") if owner is not None else None
+        return str(named or dig(spec, ("decryption", "secretRef", "name")) or "sops-age")
+
     @staticmethod
     def _substitute_path(manifest: Manifest) -> str:
         return f"restoredrill-standins/substitute/{manifest.kind.lower()}-{manifest.name}"
@@ -653,8 +661,8 @@ class GitOpsDeployment:
         for kustomization in kustomizations:
             home = str((kustomization.get("metadata") or {}).get("namespace") or self.flux.namespace)
             spec = kustomization.get("spec") or {}
-            key_secret = str(dig(spec, ("decryption", "secretRef", "name")) or "sops-age")
             for manifest in self.encrypted_substitutes([kustomization]):
+                key_secret = self._decryption_secret(manifest, spec)
                 name = f"restoredrill-substitute-{manifest.kind.lower()}-{manifest.name}"[:63].rstrip("-.")
                 self.ctx.apply([{
                     "apiVersion": f"{KUSTOMIZE_GROUP}/{KUSTOMIZE_VERSION}", "kind": "Kustomization",
