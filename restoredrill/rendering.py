@@ -94,11 +94,28 @@ def merge_values(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[st
     return out
 
 
+def _merge_maps_sharing(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """fluxcd/pkg `transform.MergeMaps` as Go runs it: a new map at each level both sides hold a map,
+    every other value of `overlay` taken as the same object, not a copy. That sharing decides which
+    side a `targetPath` wins against: where the inline values' own map or list is taken into the
+    values and `ReplacePathValue` changes it in place, the inline values merged last carry the change."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge_maps_sharing(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
 def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[dict[str, Any], list[str]]:
     """The values helm-controller would compose, and what of them could not be read here."""
     namespace = release.namespace or "default"
     by_ref = {(m.kind, m.namespace, m.name): m for m in manifests
               if m.group == "" and m.kind in ("ConfigMap", "Secret")}
+    # helm-controller passes a fresh copy of spec.values (GetValues) that the composition may change.
+    inline_spec = release.get("spec", "values")
+    inline: dict[str, Any] = copy.deepcopy(inline_spec) if isinstance(inline_spec, dict) else {}
     values: dict[str, Any] = {}
     missing: list[str] = []
     for ref in release.get("spec", "valuesFrom") or []:
@@ -120,8 +137,7 @@ def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[di
         if ref.get("targetPath"):
             # fluxcd/pkg chartutil v1.15.0 ChartValuesFromReferences: the inline values are merged in
             # first, then the key's text is set at the path as `helm --set` would (ReplacePathValue).
-            inline_now = release.get("spec", "values")
-            values = merge_values(values, inline_now if isinstance(inline_now, dict) else {})
+            values = _merge_maps_sharing(values, inline)
             problem = replace_path_value(values, str(ref["targetPath"]), str(text))
             if problem:
                 missing.append(f"valuesFrom {label} left out (targetPath {ref['targetPath']}: {problem})")
@@ -130,9 +146,8 @@ def release_values(release: Manifest, manifests: Iterable[Manifest]) -> tuple[di
         if not isinstance(parsed, dict):
             missing.append(f"valuesFrom {label} left out (not a YAML map: helm-controller fails the release)")
             continue
-        values = merge_values(values, parsed)
-    inline = release.get("spec", "values")
-    return merge_values(values, inline if isinstance(inline, dict) else {}), missing
+        values = _merge_maps_sharing(values, parsed)
+    return copy.deepcopy(_merge_maps_sharing(values, inline)), missing
 
 
 def _typed(value: str) -> Any:
@@ -151,43 +166,99 @@ def _typed(value: str) -> Any:
     return value
 
 
-def replace_path_value(values: dict[str, Any], path: str, value: str) -> str | None:
-    """Set `value` at `path` (`a.b`, `list[0].c`, `\\.` escaping a dot) as fluxcd/pkg chartutil
-    ReplacePathValue does through helm's strvals.ParseInto: a quoted value is a string, any other is
-    typed as `--set` types it. None when set, else why it is not rendered here."""
-    quoted = len(value) >= 2 and value[0] == value[-1] and value[0] in "'\""
-    if quoted:
-        value = value.strip("'\"")
-    if re.search(r"(?<!\\),", value):
-        return "a value with a comma is split by helm's --set parser; not rendered here"
+class _SetRefused(Exception):
+    """What helm's strvals parser fails on (helm-controller then fails the release)."""
+
+
+_MAX_INDEX = 65536  # strvals MaxIndex
+
+
+def _unescape(text: str) -> str:
+    """strvals runesUntil: a backslash takes the next character as it is."""
+    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
+
+
+def _set_path(path: str) -> list[str | int]:
+    """A `--set` key (`a.b`, `list[0].c`, `a\\.b`) as names and list indices."""
     parts: list[str | int] = []
     for key in re.split(r"(?<!\\)\.", path):
-        match = re.fullmatch(r"([^\[\]]*)((?:\[[0-9]+\])*)", key.replace("\\.", "."))
+        match = re.fullmatch(r"((?:[^\[\]\\]|\\.)*)((?:\[[0-9]+\])*)", key, flags=re.DOTALL)
         if match is None or not match.group(1):
-            return f"path {path!r} is not a --set path this renders"
-        parts.append(match.group(1))
+            raise ValueError(f"path {path!r} is not a --set path this renders")
+        parts.append(_unescape(match.group(1)))
         parts += [int(i) for i in re.findall(r"\[([0-9]+)\]", match.group(2))]
-    leaf: Any = value.replace("\\,", ",") if quoted else _typed(value.replace("\\,", ","))
-    node: Any = values
-    for part, following in zip(parts, [*parts[1:], None], strict=True):
-        child: Any = {} if isinstance(following, str) else [] if isinstance(following, int) else leaf
-        if isinstance(part, int):
-            if not isinstance(node, list):
-                return f"path {path!r} indexes a value that is not a list"
-            if part > len(node):  # strvals refuses to skip list entries beyond the next
-                return f"path {path!r} skips entries of a list"
-            if part == len(node):
-                node.append(child)
-            elif following is None:
-                node[part] = leaf
-            elif not isinstance(node[part], (dict, list)):
-                node[part] = child
-        else:
-            if not isinstance(node, dict):
-                return f"path {path!r} walks into a value that is not a map"
-            if following is None or not isinstance(node.get(part), (dict, list)):
-                node[part] = child
-        node = node[part]
+    return parts
+
+
+def _set_index(items: list[Any], index: int, value: Any) -> list[Any]:
+    """strvals setIndex: in place within the list, else a new list padded with nulls."""
+    if index > _MAX_INDEX:
+        raise _SetRefused(f"index of {index} is greater than maximum supported index of {_MAX_INDEX}")
+    if len(items) <= index:
+        items = items + [None] * (index + 1 - len(items))
+    items[index] = value
+    return items
+
+
+def _set_key(data: dict[str, Any], parts: list[str | int], leaf: Any) -> None:
+    """strvals parser.key for one assignment: walk and create maps and lists as `--set` does."""
+    name, rest = str(parts[0]), parts[1:]
+    if not rest:
+        data[name] = leaf
+    elif isinstance(rest[0], int):
+        if name in data and not isinstance(data[name], list):
+            raise _SetRefused(f"{name!r} is not a list here")
+        data[name] = _set_list_item(data.get(name) or [], rest[0], rest[1:], leaf)
+    else:
+        if name in data and not isinstance(data[name], dict):
+            raise _SetRefused(f"{name!r} is not a map here")
+        inner = data.get(name) or {}
+        _set_key(inner, rest, leaf)
+        data[name] = inner
+
+
+def _set_list_item(items: list[Any], index: int, rest: list[str | int], leaf: Any) -> list[Any]:
+    """strvals parser.listItem."""
+    if not rest:
+        return _set_index(items, index, leaf)
+    if isinstance(rest[0], int):
+        current = items[index] if len(items) > index else None
+        if current is not None and not isinstance(current, list):
+            raise _SetRefused(f"entry {index} is not a list here")
+        return _set_index(items, index, _set_list_item(current or [], rest[0], rest[1:], leaf))
+    inner: dict[str, Any] = {}
+    if len(items) > index:
+        if not isinstance(items[index], dict):  # strvals replaces an entry that is not a map
+            items[index] = {}
+        inner = items[index]
+    _set_key(inner, rest, leaf)
+    return _set_index(items, index, inner)
+
+
+def replace_path_value(values: dict[str, Any], path: str, value: str) -> str | None:
+    """Set `value` at `path` in `values`, in place, as fluxcd/pkg chartutil v1.15.0 ReplacePathValue
+    does through helm v3.19.0's strvals parser (`--set path=value`): a value in quotes is a string,
+    any other is typed as `--set` types it, `{a,b}` is a list, a backslash escapes the next
+    character, a list is padded with nulls up to the index. None when set, else why it is not:
+    what helm's parser refuses (helm-controller then fails the release), or a value with an
+    unescaped comma, which `--set` splits into further assignments and is not rendered here."""
+    as_string = bool(value) and value[0] in "'\"" and value.endswith(value[0])
+    if as_string:
+        value = value.strip("'\"")
+    try:
+        parts = _set_path(path)
+    except ValueError as err:
+        return str(err)
+    items = re.fullmatch(r"\{((?:[^{}\\]|\\.)*)\}", value, flags=re.DOTALL)
+    body = items.group(1) if items else value
+    pieces = re.split(r"(?<!\\),", body)
+    if not items and len(pieces) > 1:
+        return "a value with a comma is split by helm's --set parser; not rendered here"
+    typed = [_unescape(p) if as_string else _typed(_unescape(p)) for p in pieces]
+    try:
+        _set_key(values, parts, typed if items else typed[0])
+    except _SetRefused as err:
+        return f"helm's --set parser refuses it ({err}); helm-controller fails the release"
     return None
 
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from restoredrill.catalogue import build_catalogue
+from restoredrill.catalogue import Manifest, build_catalogue
 from restoredrill.drill.charts import read_charts_dir
 from restoredrill.drill.plan import drillable_apps
 from restoredrill.errors import ConfigError
@@ -27,6 +27,7 @@ from restoredrill.rendering import (
     values_files_defaults,
     with_rendered_releases,
 )
+from restoredrill.yamlio import Document
 
 
 def test_release_name_and_namespace_follow_helm_controller() -> None:
@@ -384,7 +385,13 @@ def test_values_from_a_target_path_are_set_as_helm_set_sets_them(tmp_path: Path)
     ("a.b", "007", {"a": {"b": "007"}}),
     ("a.b", "null", {"a": {"b": None}}),
     ("a\\.b", "x", {"a.b": "x"}),
-    ("list[1]", "x", "path 'list[1]' skips entries of a list"),
+    ("list[1]", "x", {"list": [None, "x"]}),  # strvals setIndex pads with nulls
+    ("a[0][1]", "x", {"a": [[None, "x"]]}),
+    ("a[1].b", "x", {"a": [None, {"b": "x"}]}),
+    ("a", "{x,7}", {"a": ["x", 7]}),
+    ("a", "'{x}'", {"a": ["x"]}),  # quoted: strings, but strvals still reads a list
+    ("a", "x\\,y\\z", {"a": "x,yz"}),  # a backslash takes the next character as it is
+    ("a", "'", {"a": ""}),
     ("a", "x,y", "a value with a comma is split by helm's --set parser; not rendered here"),
 ])
 def test_replace_path_value_follows_helm_strvals(path: str, value: str, expected: Any) -> None:
@@ -393,3 +400,34 @@ def test_replace_path_value_follows_helm_strvals(path: str, value: str, expected
     values: dict[str, Any] = {}
     problem = replace_path_value(values, path, value)
     assert (problem if isinstance(expected, str) else values) == expected
+
+
+def test_a_target_path_through_a_value_that_is_not_a_map_or_list_is_refused_as_helm_refuses_it() -> None:
+    from restoredrill.rendering import replace_path_value
+
+    values: dict[str, Any] = {"a": "scalar", "l": ["x"]}
+    assert "helm-controller fails the release" in str(replace_path_value(values, "a.b", "1"))
+    assert "helm-controller fails the release" in str(replace_path_value(values, "a[0]", "1"))
+    assert replace_path_value(values, "l[0].b", "1") is None  # a list entry that is not a map is replaced
+    assert values == {"a": "scalar", "l": [{"b": 1}]}
+
+
+def test_a_target_path_wins_over_the_inline_values_where_helm_controller_shares_them() -> None:
+    # fluxcd/pkg chartutil v1.15.0 values_test.go "target path precedence over all": MergeMaps takes
+    # the inline values' nested maps and lists as they are, ReplacePathValue changes them in place,
+    # so the inline values merged last carry the change; a top-level scalar of the inline values wins.
+    release = Manifest(Document(path=Path("hr.yaml"), index=0, line=1, data={
+        "apiVersion": "helm.toolkit.fluxcd.io/v2", "kind": "HelmRelease",
+        "metadata": {"name": "app", "namespace": "apps"},
+        "spec": {"values": {"nested": {"configuration": ["list", "item", "option"]}, "top": "inline"},
+                 "valuesFrom": [
+                     {"kind": "ConfigMap", "name": "cm", "valuesKey": "v", "targetPath": "nested.configuration[0]"},
+                     {"kind": "ConfigMap", "name": "cm", "valuesKey": "v", "targetPath": "top"}]}}),
+        namespace="apps")
+    source = Manifest(Document(path=Path("cm.yaml"), index=0, line=1, data={
+        "apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "cm", "namespace": "apps"},
+        "data": {"v": "value"}}), namespace="apps")
+    values, notes = release_values(release, [source])
+    assert notes == []
+    assert values == {"nested": {"configuration": ["value", "item", "option"]}, "top": "inline"}
+    assert release.get("spec", "values", "nested", "configuration") == ["list", "item", "option"]
