@@ -1,5 +1,7 @@
 """A drill plan is read from the catalogue: the app's Schedule, claims and databases, or an error naming the fix."""
 
+import dataclasses
+
 import pytest
 
 from restoredrill.catalogue import App, Catalogue
@@ -182,8 +184,11 @@ def test_a_backup_that_takes_no_volume_data_is_named_with_its_schedule_and_fix(e
     from restoredrill.drill.namespace import NamespaceDrill, Snapshot
 
     plan = plan_of(example_repo.catalogue(), "pelican")
+    template = {k: v for k, v in plan.schedule["spec"]["template"].items() if k != "defaultVolumesToFsBackup"}
     drill = NamespaceDrill.__new__(NamespaceDrill)
-    drill.plan, drill.ns, drill.snapshot = plan, plan.namespace, Snapshot()
+    spec = {**plan.schedule["spec"], "template": template}
+    drill.plan = dataclasses.replace(plan, schedule={**plan.schedule, "spec": spec})
+    drill.ns, drill.snapshot = plan.namespace, Snapshot()
     drill.gitops = SimpleNamespace(catalogue=SimpleNamespace(velero_defaults=VeleroServerDefaults(node_agent=False)))  # type: ignore[assignment]
     drill.snapshot.pod_volume_claims = {("pelican/pelican-0", "data"): "pelican-data"}
     message = drill.no_volume_data()
@@ -191,3 +196,9 @@ def test_a_backup_that_takes_no_volume_data_is_named_with_its_schedule_and_fix(e
     assert "deployNodeAgent: false" in message and "defaultVolumesToFsBackup: true" in message
     drill.snapshot.pod_volume_claims = {}
     assert drill.no_volume_data().startswith("no running pod of pelican mounts")
+    # The Schedule copies every volume by default: the pods' backup-volumes-excludes left them out.
+    drill.plan = plan
+    drill.snapshot.pod_volume_claims = {("pelican/pelican-0", "data"): "pelican-data"}
+    message = drill.no_volume_data()
+    assert "backup.velero.io/backup-volumes-excludes" in message and "(its template)" in message
+    assert "sets no defaultVolumesToFsBackup" not in message

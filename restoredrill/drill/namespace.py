@@ -489,6 +489,14 @@ class NamespaceDrill:
         if not mounted:
             return f"no running pod of {self.ns} mounts a volume fs-backup would copy: the backup would hold no data"
         server = self.gitops.catalogue.velero_defaults
+        if self.fs_backup_default():
+            where = ("its template" if self.plan.schedule.get("spec", {}).get("template", {})
+                     .get("defaultVolumesToFsBackup") is not None else "the server's default")
+            return (f"the app's pods mount {', '.join(mounted)}, and Schedule {schedule} ({self.plan.schedule_source}) "
+                    f"copies every pod volume by default ({where}), but each pod that mounts them excludes them in "
+                    "backup.velero.io/backup-volumes-excludes, so the backup holds none of their data. Fix: take "
+                    "the app's data volumes out of that annotation (it is for volumes kept outside the backup, "
+                    "such as an NFS library)")
         agent = "" if server.node_agent else (
             "; the repo's Velero deploys no node-agent (deployNodeAgent: false), so no fs-backup runs in production "
             "either")
