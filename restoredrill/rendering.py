@@ -84,14 +84,9 @@ def release_namespace(release: Mapping[str, Any], *, namespace: str) -> str:
 
 
 def merge_values(base: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's `MergeMaps`: maps merge key by key, anything else in `overlay` replaces."""
-    out = copy.deepcopy(dict(base))
-    for key, value in overlay.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_values(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
+    """Helm's `MergeMaps`: maps merge key by key, anything else in `overlay` replaces; a copy that
+    shares nothing with either side."""
+    return copy.deepcopy(_merge_maps_sharing(dict(base), overlay))
 
 
 def _merge_maps_sharing(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,11 +203,11 @@ def _set_key(data: dict[str, Any], parts: list[str | int], leaf: Any) -> None:
     elif isinstance(rest[0], int):
         if name in data and not isinstance(data[name], list):
             raise _SetRefused(f"{name!r} is not a list here")
-        data[name] = _set_list_item(data.get(name) or [], rest[0], rest[1:], leaf)
+        data[name] = _set_list_item(data.get(name, []), rest[0], rest[1:], leaf)
     else:
         if name in data and not isinstance(data[name], dict):
             raise _SetRefused(f"{name!r} is not a map here")
-        inner = data.get(name) or {}
+        inner = data.get(name, {})  # the map itself, changed in place as strvals changes it
         _set_key(inner, rest, leaf)
         data[name] = inner
 
